@@ -1,0 +1,336 @@
+"""Requests to the Crossref REST API and the DOI registration-agency service.
+
+Every request goes through a `Limiter`, is retried by tenacity when that can help, and ends
+either as bytes or as one exception from `crawler.errors` carrying the API's own words.
+A scroll continuation is never retried after a failure that may have advanced the scroll
+(its page would be silently skipped): the caller restarts the window instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import aiohttp
+import msgspec
+from selectolax.lexbor import LexborHTMLParser
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from crawler import PROJECT_URL, __version__
+from crawler.api.limits import Limiter
+from crawler.errors import (
+    ApiError,
+    CursorInvalid,
+    FatalApiError,
+    RateLimited,
+    RetryableError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024 * 1024
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass
+class RequestStats:
+    """Counters the operator sees in progress lines and `crawler status`."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8
+    initial_s: float = 1.0
+    max_s: float = 60.0
+
+
+def user_agent(mailto: str | None) -> str:
+    contact = f"; mailto:{mailto}" if mailto else ""
+    return f"crawler/{__version__} ({PROJECT_URL}{contact})"
+
+
+def readable_error(body: bytes, content_type: str) -> str:
+    """The API's own words from an error body: JSON messages, plain text, or HTML's text."""
+    text = body.decode("utf-8", "replace")
+    if "json" in content_type or text.lstrip().startswith("{"):
+        try:
+            doc = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            doc = None
+        if isinstance(doc, dict):
+            message = doc.get("message")
+            if isinstance(message, list):  # validation-failure: a list of problems
+                parts = [m.get("message") or m.get("type") for m in message if isinstance(m, dict)]
+                return "; ".join(str(p).strip() for p in parts if p) or text[:300]
+            if isinstance(message, dict):  # exception: name and description, not the stack
+                return str(message.get("description") or message.get("name") or "")[:300]
+            if isinstance(message, str):
+                return message[:300]
+    if "<" in text and ("html" in content_type or "<html" in text.lower()):
+        tree = LexborHTMLParser(text)
+        text = tree.body.text(separator=" ") if tree.body is not None else tree.text()
+    return _SPACES.sub(" ", text).strip()[:300]
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    if value and value.strip().isdigit():
+        return float(value)
+    return None
+
+
+class ApiClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        api_url: str,
+        ra_url: str,
+        mailto: str | None,
+        plus_token: str | None,
+        limiter: Limiter,
+        ra_limiter: Limiter,
+        retry: RetryPolicy = RetryPolicy(),
+        stats: RequestStats | None = None,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.session = session
+        self.api_url = api_url.rstrip("/")
+        self.ra_url = ra_url.rstrip("/")
+        self.mailto = mailto
+        self.limiter = limiter
+        self.ra_limiter = ra_limiter
+        self.retry = retry
+        self.stats = stats or RequestStats()
+        self.max_body = max_body
+        self._headers = {"User-Agent": user_agent(mailto), "Accept": "application/json"}
+        if plus_token:
+            self._headers["Crossref-Plus-API-Token"] = f"Bearer {plus_token}"
+
+    # -- public calls ------------------------------------------------------------------
+    async def works(self, params: dict[str, str], *, continuation: bool = False) -> bytes:
+        """One /works page as raw bytes. `continuation`: a cursor other than '*'."""
+        query = dict(params)
+        if self.mailto:
+            query["mailto"] = self.mailto
+        url = f"{self.api_url}/works"
+        return await self._with_retries(
+            lambda: self._get(url, query, self.limiter), continuation=continuation
+        )
+
+    async def count(self, filter_: str) -> int:
+        """`total-results` for a filter (rows=0 is cheap)."""
+
+        async def attempt() -> int:
+            body = await self.works_once({"filter": filter_, "rows": "0"})
+            return _decode_count(body)
+
+        return await self._with_retries(attempt)
+
+    async def earliest_created(self) -> date | None:
+        """The created date of the oldest registered work, or None for an empty corpus."""
+
+        async def attempt() -> date | None:
+            body = await self.works_once(
+                {"sort": "created", "order": "asc", "rows": "1", "select": "DOI,created"}
+            )
+            return _decode_first_created(body)
+
+        return await self._with_retries(attempt)
+
+    async def works_once(self, params: dict[str, str]) -> bytes:
+        query = dict(params)
+        if self.mailto:
+            query["mailto"] = self.mailto
+        return await self._get(f"{self.api_url}/works", query, self.limiter)
+
+    async def agencies(self, prefixes: list[str]) -> dict[str, str | None]:
+        """Registration agency per prefix: a name, or None when no agency knows it."""
+
+        async def attempt() -> dict[str, str | None]:
+            url = f"{self.ra_url}/{','.join(prefixes)}"
+            body = await self._get(url, None, self.ra_limiter, observe=False)
+            return _decode_agencies(body, prefixes)
+
+        return await self._with_retries(attempt)
+
+    # -- machinery ---------------------------------------------------------------------
+    async def _with_retries(self, call: Any, *, continuation: bool = False) -> Any:
+        def should_retry(exc: BaseException) -> bool:
+            if not isinstance(exc, RetryableError):
+                return False
+            return not (continuation and exc.maybe_advanced)
+
+        backoff = wait_exponential_jitter(
+            initial=self.retry.initial_s, max=self.retry.max_s, jitter=self.retry.initial_s
+        )
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = backoff(state)
+            if isinstance(exc, RetryableError) and exc.retry_after:
+                delay = max(delay, exc.retry_after)
+            return delay
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("retrying after: %s (attempt %d)", exc, state.attempt_number)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(should_retry),
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _get(
+        self,
+        url: str,
+        params: dict[str, str] | None,
+        limiter: Limiter,
+        *,
+        observe: bool = True,
+    ) -> bytes:
+        async with limiter.slot():
+            self.stats.requests += 1
+            try:
+                async with self.session.get(url, params=params, headers=self._headers) as resp:
+                    if observe:
+                        limiter.observe(resp.headers)
+                    body = await self._read(resp)
+                    status, content_type, headers = resp.status, resp.content_type, resp.headers
+            except asyncio.TimeoutError:
+                raise self._failed("timeout", "the request timed out") from None
+            except aiohttp.ClientConnectorError as exc:
+                # Never reached the server: nothing can have advanced.
+                raise self._failed(
+                    "connect", f"cannot connect to {exc.host}:{exc.port}", maybe_advanced=False
+                ) from None
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                raise self._failed("truncated", f"the response was cut short ({exc})") from None
+            except aiohttp.ClientError as exc:
+                raise self._failed("connection", f"connection error ({type(exc).__name__})") from None
+        if status == 200:
+            limiter.succeeded()
+            return body
+        message = readable_error(body, content_type)
+        where = url.split("?", 1)[0]
+        if status == 429:
+            self.stats.throttled += 1
+            self.stats.errors["429"] += 1
+            retry_after = _retry_after(headers)
+            limiter.throttled(retry_after)
+            raise RateLimited(f"429 Too Many Requests from {where}: {message}", retry_after=retry_after)
+        self.stats.errors[str(status)] += 1
+        if status == 401:
+            raise FatalApiError(
+                "the API refused our credentials (401 Unauthorized): check the Plus token "
+                "given by --plus-token or CROSSREF_PLUS_TOKEN",
+                status=401,
+            )
+        if status == 404 and "cursor-invalid" in body.decode("utf-8", "replace"):
+            raise CursorInvalid(f"the scroll cursor expired or is unknown: {message}", status=404)
+        if status >= 500:
+            raise RetryableError(f"{status} from {where}: {message}", status=status)
+        raise FatalApiError(f"the API rejected our request ({status} from {where}): {message}", status=status)
+
+    def _failed(self, kind: str, message: str, *, maybe_advanced: bool = True) -> RetryableError:
+        self.stats.errors[kind] += 1
+        return RetryableError(message, maybe_advanced=maybe_advanced)
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole (decompressed) body, refusing more than `max_body` bytes."""
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > self.max_body:
+                raise ApiError(
+                    f"a response exceeded {self.max_body // (1024 * 1024)} MiB once decompressed; "
+                    "refusing it (decompression bomb or runaway page)"
+                )
+        return bytes(body)
+
+
+class _Count(msgspec.Struct):
+    total_results: int = msgspec.field(name="total-results")
+
+
+class _CountEnvelope(msgspec.Struct):
+    message: _Count
+
+
+class _Created(msgspec.Struct):
+    created: dict[str, Any] | None = None
+
+
+class _FirstMessage(msgspec.Struct):
+    items: list[_Created]
+
+
+class _FirstEnvelope(msgspec.Struct):
+    message: _FirstMessage
+
+
+class _Agency(msgspec.Struct):
+    DOI: str
+    RA: str | None = None
+    status: str | None = None
+
+
+def _bad_body(what: str) -> RetryableError:
+    return RetryableError(f"the API sent an undecodable {what}")
+
+
+def _decode_count(body: bytes) -> int:
+    try:
+        return msgspec.json.decode(body, type=_CountEnvelope).message.total_results
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise _bad_body("count") from None
+
+
+def _decode_first_created(body: bytes) -> date | None:
+    try:
+        items = msgspec.json.decode(body, type=_FirstEnvelope).message.items
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise _bad_body("work list") from None
+    if not items or not items[0].created:
+        return None
+    parts = items[0].created.get("date-parts") or [[]]
+    try:
+        return date(*parts[0][:3])
+    except (TypeError, ValueError):
+        raise _bad_body("created date") from None
+
+
+def _decode_agencies(body: bytes, asked: list[str]) -> dict[str, str | None]:
+    try:
+        answers = msgspec.json.decode(body, type=list[_Agency])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise RetryableError("the registration-agency service sent an undecodable answer") from None
+    wanted = {p.lower(): p for p in asked}
+    found: dict[str, str | None] = {}
+    for answer in answers:
+        prefix = wanted.get(answer.DOI.lower())
+        if prefix is not None:
+            found[prefix] = answer.RA or None
+    missing = [p for p in asked if p not in found]
+    if missing:
+        raise RetryableError(f"the registration-agency service did not answer for {missing[:5]}")
+    return found

@@ -1,0 +1,167 @@
+"""The one place that decides when a request may start: a rate and a concurrency cap.
+
+It starts from the published polite-pool figures, follows the limits the API reports in its
+response headers, slows down on 429 and recovers gradually. Callers only `async with
+limiter.slot():` and report what they saw; they never sleep on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from asyncio_throttle import Throttler
+
+# Published list-request figures (December 2025): polite 3/s with 3 concurrent, public 1/s with 1.
+POLITE = (3, 1.0, 3)
+PUBLIC = (1, 1.0, 1)
+# Spacing margin so that arrivals at the server never bunch into one interval.
+MARGIN_S = 0.05
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+
+def parse_interval(text: str) -> float | None:
+    match = _INTERVAL.match(text)
+    if not match:
+        return None
+    value = float(match.group(1))
+    unit = match.group(2) or "s"
+    return value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
+
+
+def _header(headers: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+class Limiter:
+    """Rate (asyncio-throttle) and concurrency (an adjustable semaphore), one object.
+
+    `cap` is the operator's --concurrency: the limit in force is min(cap, advertised) scaled
+    down by the current slow-down factor, which 429s halve and successes slowly restore.
+    """
+
+    def __init__(
+        self,
+        rate: int = POLITE[0],
+        interval: float = POLITE[1],
+        concurrency: int = POLITE[2],
+        *,
+        cap: int | None = None,
+        name: str = "api",
+    ) -> None:
+        self.name = name
+        self.advertised_rate = rate
+        self.advertised_interval = interval
+        self.advertised_concurrency = concurrency
+        self.cap = cap
+        self.pool: str | None = None
+        self.factor = 1.0
+        self.throttled_count = 0
+        self._throttler = Throttler(rate_limit=1, period=1.0, retry_interval=0.005)
+        self._in_flight = 0
+        self._changed = asyncio.Condition()
+        self._resume_at = 0.0
+        self._wakers: set[asyncio.Task[None]] = set()
+        self._apply()
+
+    # -- what is in force --------------------------------------------------------------
+    @property
+    def concurrency(self) -> int:
+        advertised = self.advertised_concurrency
+        if self.cap is not None:
+            advertised = min(advertised, self.cap)
+        return max(1, int(advertised * self.factor))
+
+    @property
+    def rate(self) -> float:
+        """Requests per second in force."""
+        return self.advertised_rate * self.factor / self.advertised_interval
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _apply(self) -> None:
+        allowed = max(1, int(self.advertised_rate * self.factor))
+        # `allowed` starts per period; the period stretches when the factor has cut the rate
+        # below one request per interval.
+        period = self.advertised_interval * allowed / (self.advertised_rate * self.factor)
+        self._throttler.rate_limit = allowed
+        self._throttler.period = period + MARGIN_S
+
+    # -- use ---------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._in_flight < self.concurrency)
+            self._in_flight += 1
+        try:
+            while (pause := self._resume_at - time.monotonic()) > 0:
+                await asyncio.sleep(pause)
+            await self._throttler.acquire()
+            yield
+        finally:
+            async with self._changed:
+                self._in_flight -= 1
+                self._changed.notify_all()
+
+    # -- feedback ----------------------------------------------------------------------
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Follow the limits a response reports (both spellings the API has used)."""
+        limit = _header(headers, "x-rate-limit-limit", "x-ratelimit-limit")
+        interval = _header(headers, "x-rate-limit-interval", "x-ratelimit-interval")
+        concurrency = _header(headers, "x-concurrency-limit")
+        self.pool = headers.get("x-api-pool", self.pool)
+        changed = False
+        if limit and limit.strip().isdigit() and int(limit) > 0:
+            changed |= int(limit) != self.advertised_rate
+            self.advertised_rate = int(limit)
+        if interval and (seconds := parse_interval(interval)) and seconds > 0:
+            changed |= seconds != self.advertised_interval
+            self.advertised_interval = seconds
+        if concurrency and concurrency.strip().isdigit() and int(concurrency) > 0:
+            if int(concurrency) != self.advertised_concurrency:
+                self.advertised_concurrency = int(concurrency)
+                self._notify()
+        if changed:
+            self._apply()
+
+    def throttled(self, retry_after: float | None = None) -> None:
+        """A 429: halve what we allow ourselves, and pause for Retry-After if given."""
+        self.throttled_count += 1
+        self.factor = max(self.factor / 2, 0.05)
+        pause = retry_after if retry_after is not None else self.advertised_interval * 2
+        self._resume_at = max(self._resume_at, time.monotonic() + pause)
+        self._apply()
+
+    def succeeded(self) -> None:
+        """Each success wins back a little of what 429s took (about 2% per request)."""
+        if self.factor < 1.0:
+            self.factor = min(1.0, self.factor * 1.02)
+            self._apply()
+            self._notify()
+
+    def _notify(self) -> None:
+        async def wake() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        try:
+            task = asyncio.get_running_loop().create_task(wake())
+        except RuntimeError:  # no loop: nobody can be waiting
+            return
+        self._wakers.add(task)
+        task.add_done_callback(self._wakers.discard)
+
+    def describe(self) -> str:
+        return (
+            f"{self.pool or 'unknown'} pool, {self.rate:.2f} req/s, "
+            f"{self.concurrency} concurrent"
+        )

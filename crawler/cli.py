@@ -1,0 +1,261 @@
+"""Command line: parse flags (then CRAWLER_* / CROSSREF_PLUS_TOKEN), build one Config, run, exit.
+
+Exit codes: 0 done, 1 incomplete (short or failed windows), 2 bad usage or state,
+3 output not writable, 4 the API refused our request, 130 SIGINT, 143 SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+
+from crawler import __version__
+from crawler.config import DEFAULT_API_URL, DEFAULT_OUT, DEFAULT_RA_URL, DEFAULT_STATE, MAX_ROWS, Config, default_parsers
+from crawler.errors import CrawlerError, UsageError
+
+log = logging.getLogger("crawler")
+
+EXAMPLES = """\
+examples:
+  crawler backfill --mailto you@example.org                  # the whole corpus, resumable
+  crawler backfill --mailto you@example.org --from 2024-01-01 --until 2024-01-31
+  crawler status                                             # where the backfill stands
+  crawler demo                                               # a real run against the bundled simulator
+"""
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _rows(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_ROWS:
+        raise argparse.ArgumentTypeError(f"the API serves at most {MAX_ROWS} rows per page, got {value}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", type=Path, default=Path(os.environ.get("CRAWLER_STATE", DEFAULT_STATE)),
+                        help=f"the state file (default: {DEFAULT_STATE}; env CRAWLER_STATE)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    env = os.environ
+    parser.add_argument("--mailto", default=env.get("CRAWLER_MAILTO"), metavar="EMAIL",
+                        help="your e-mail: puts the crawler in the faster polite pool (env CRAWLER_MAILTO)")
+    parser.add_argument("--api-url", default=env.get("CRAWLER_API_URL", DEFAULT_API_URL), metavar="URL",
+                        help=f"Crossref REST API (default: {DEFAULT_API_URL}; env CRAWLER_API_URL)")
+    parser.add_argument("--ra-url", default=env.get("CRAWLER_RA_URL", DEFAULT_RA_URL), metavar="URL",
+                        help=f"registration-agency service (default: {DEFAULT_RA_URL}; env CRAWLER_RA_URL)")
+    parser.add_argument("--plus-token", default=env.get("CROSSREF_PLUS_TOKEN"), metavar="TOKEN",
+                        help="Metadata Plus token, sent as a header, never printed or stored "
+                        "(env CROSSREF_PLUS_TOKEN, which keeps it out of your shell history)")
+    parser.add_argument("--out", type=Path, default=env.get("CRAWLER_OUT") and Path(env["CRAWLER_OUT"]),
+                        help=f"output directory for events-*.jsonl.gz (default: {DEFAULT_OUT}, "
+                        "or the one the state file records; env CRAWLER_OUT)")
+    parser.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+                        help="most requests in flight; never more than the API advertises "
+                        "(default: what the API advertises, 3 in the polite pool)")
+    parser.add_argument("--rows", type=_rows, default=MAX_ROWS, metavar="N",
+                        help=f"works per page, at most {MAX_ROWS} (default: {MAX_ROWS})")
+    parser.add_argument("--parsers", type=_positive, default=default_parsers(), metavar="N",
+                        help="parser processes (default: cores - 1 = %(default)s)")
+    parser.add_argument("--window-pages", type=_positive, default=20, metavar="N",
+                        help="split the date range until each window is at most N pages (default: 20)")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="give up on a response that stalls this long (default: 120)")
+    parser.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between progress lines; 0 for none (default: 10)")
+    parser.add_argument("--retry-initial", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--retry-max", type=float, default=60.0, help=argparse.SUPPRESS)
+    parser.add_argument("--rotate-mb", type=float, default=256.0, help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crawler",
+        description="Backfill the Crossref corpus into Crossref Event Data events "
+        "(references and relations between DOIs), resumably and within the API's limits.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"crawler {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="walk every work created in a date range and write its events (resumable)",
+        description="Walk every work whose created date lies in --from..--until and write one "
+        "event per link, exactly once. Run the same command again to resume after a crash or "
+        "Ctrl-C; a finished backfill says so and exits 0.",
+        epilog="example:\n  crawler backfill --mailto you@example.org --from 2024-01-01 --until 2024-12-31",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(backfill)
+    _add_connection(backfill)
+    backfill.add_argument("--from", dest="date_from", type=_date, metavar="YYYY-MM-DD",
+                          help="first created date (default: the earliest registered work)")
+    backfill.add_argument("--until", dest="date_until", type=_date, metavar="YYYY-MM-DD",
+                          help="last created date, inclusive (default: today)")
+
+    status = commands.add_parser(
+        "status",
+        help="where a backfill stands",
+        description="Print where a backfill stands: windows by status, works, events, retries, errors. "
+        "Safe to run while a crawler is working on the same state file.",
+        epilog="example:\n  crawler status --state state/crawler.sqlite3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(status)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a real backfill against the bundled Crossref simulator",
+        description="Start the bundled Crossref-compatible simulator on a free loopback port with a "
+        "generated corpus, backfill it for real, and print a summary.",
+    )
+    demo.add_argument("--works", type=_positive, default=30000, help="works in the corpus (default: 30000)")
+    demo.add_argument("--seed", type=int, default=7, help="corpus seed (default: 7)")
+    demo.add_argument("--dir", type=Path, default=Path("state/demo"), help="state and output (default: state/demo)")
+    demo.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
+    demo.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    if args.date_from and args.date_until and args.date_from > args.date_until:
+        raise UsageError(f"--from {args.date_from} is after --until {args.date_until}")
+    return Config(
+        state=args.state,
+        out=args.out,
+        api_url=args.api_url,
+        ra_url=args.ra_url,
+        mailto=args.mailto or None,
+        plus_token=args.plus_token or None,
+        date_from=args.date_from,
+        date_until=args.date_until,
+        concurrency=args.concurrency,
+        rows=args.rows,
+        parsers=args.parsers,
+        window_pages=args.window_pages,
+        timeout_s=args.timeout,
+        progress_s=args.progress,
+        retry_initial_s=args.retry_initial,
+        retry_max_s=args.retry_max,
+        rotate_bytes=int(args.rotate_mb * 1024 * 1024),
+    )
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("crawler").setLevel(level)
+    if not verbose:
+        for noisy in ("aiosqlite", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tuple[object, int | None]:
+    """Run a job; the first SIGINT/SIGTERM asks it to stop cleanly, a second one cancels it."""
+    received: list[int] = []
+
+    async def main() -> object:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+
+        def on_signal(signum: int) -> None:
+            if received and current is not None:
+                current.cancel()
+            received.append(signum)
+            stop.set()
+            print(
+                f"\ncrawler: {signal.Signals(signum).name}: stopping (committing pages in flight; "
+                "send it again to abandon them)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return await job(stop)
+
+    try:
+        result = asyncio.run(main())
+    except asyncio.CancelledError:
+        result = None
+    return result, (128 + received[0]) if received else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        if args.command == "backfill":
+            return _backfill(args)
+        if args.command == "status":
+            from crawler.status import print_status
+
+            return asyncio.run(print_status(args.state))
+        if args.command == "demo":
+            from crawler.demo import run_demo
+
+            return run_demo(args.works, args.seed, args.dir)
+    except CrawlerError as exc:
+        if args.verbose:
+            log.exception("fatal error")
+        print(f"crawler: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug or an environment failure: still one line by default
+        if args.verbose:
+            log.exception("unexpected error")
+        else:
+            print(f"crawler: error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from crawler.pipeline import backfill
+
+    config = config_from(args)
+    if not config.mailto:
+        log.warning(
+            "no --mailto (or CRAWLER_MAILTO): using the public pool, which allows a third of the "
+            "polite pool's requests. Give your e-mail to go faster."
+        )
+    outcome, signalled = run_with_signals(lambda stop: backfill(config, stop))
+    if signalled is not None:
+        message = outcome.message if outcome is not None else "stopped"  # type: ignore[attr-defined]
+        print(f"crawler: {message}", file=sys.stderr)
+        return signalled
+    assert outcome is not None
+    print(f"crawler: {outcome.message}", file=sys.stderr if outcome.code else sys.stdout)  # type: ignore[attr-defined]
+    return outcome.code  # type: ignore[attr-defined]

@@ -1,0 +1,41 @@
+"""One frozen Config, built once by the CLI from flags and environment, read by every stage."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+DEFAULT_API_URL = "https://api.crossref.org"
+DEFAULT_RA_URL = "https://doi.org/ra"
+DEFAULT_STATE = Path("state/crawler.sqlite3")
+DEFAULT_OUT = Path("state/events")
+MAX_ROWS = 1000
+
+
+def default_parsers() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    state: Path = DEFAULT_STATE
+    out: Path | None = None  # None: the one the state file records, else DEFAULT_OUT
+    api_url: str = DEFAULT_API_URL
+    ra_url: str = DEFAULT_RA_URL
+    mailto: str | None = None
+    plus_token: str | None = field(default=None, repr=False)  # never printed
+    date_from: date | None = None
+    date_until: date | None = None
+    concurrency: int | None = None  # None: what the API advertises
+    rows: int = MAX_ROWS
+    parsers: int = field(default_factory=default_parsers)
+    window_pages: int = 20  # split windows until each is at most this many pages
+    window_attempts: int = 4  # fresh scrolls of one window before it is left short/failed
+    retry_attempts: int = 8
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 60.0
+    timeout_s: float = 120.0
+    progress_s: float = 10.0  # seconds between progress lines; 0 turns them off
+    rotate_bytes: int = 256 * 1024 * 1024

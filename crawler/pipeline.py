@@ -1,0 +1,448 @@
+"""Wires the stages: plan -> pager (one scroll per window) -> parse pool -> agencies -> store + sink.
+
+The only module that knows them all. Data flows one way; every page ends in one commit that
+holds its seen keys, its window's counts and the output file's new length (see `sink`).
+
+Resume policy: a window that was running when the process died restarts from `cursor=*`.
+Its scroll position lived on the server and may be past pages we never stored; the seen-key
+store drops the links already written, so nothing is lost and nothing is repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import re
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from crawler.agency import AgencyResolver
+from crawler.api.client import ApiClient, RequestStats, RetryPolicy
+from crawler.api.limits import POLITE, PUBLIC, Limiter
+from crawler.config import DEFAULT_OUT, Config
+from crawler.decode import BadPage, ParsedPage, parse_page
+from crawler.errors import (
+    CrawlerError,
+    CursorInvalid,
+    RetryableError,
+    StateError,
+)
+from crawler.events import CROSSREF_TOKEN, NewLink, render, token_for, utc_now
+from crawler.extract import prefix_of
+from crawler.model import SELECT_FIELDS, Problem
+from crawler.plan import size_all
+from crawler.sink import Sink
+from crawler.store import Store, Window, unpack
+
+log = logging.getLogger(__name__)
+
+_HEAD = 4096
+_NEXT_CURSOR = re.compile(rb'"next-cursor"\s*:\s*("(?:[^"\\]|\\.)*")')
+_EMPTY_ITEMS = re.compile(rb'"items"\s*:\s*\[\s*\]')
+
+
+def scan_head(body: bytes) -> tuple[str | None, bool]:
+    """(next-cursor, items empty?) from the start of a page, without decoding it all, so
+    the next request can leave while this page is still being parsed."""
+    head = body[:_HEAD]
+    match = _NEXT_CURSOR.search(head)
+    cursor = msgspec.json.decode(match.group(1)) if match else None
+    return cursor, _EMPTY_ITEMS.search(head) is not None
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass
+class Progress:
+    """Figures of this run (the state holds the totals across runs)."""
+
+    started: float = field(default_factory=time.monotonic)
+    pages: int = 0
+    works: int = 0
+    events: int = 0
+    problems: Counter[str] = field(default_factory=Counter)
+
+
+class Crawl:
+    """One run of a job against one state file."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        sink: Sink,
+        client: ApiClient,
+        pool: ProcessPoolExecutor,
+        stop: asyncio.Event,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.sink = sink
+        self.client = client
+        self.pool = pool
+        self.resolver: AgencyResolver | None = None
+        self.progress = Progress()
+        self._commit_lock = asyncio.Lock()
+        self._commits: set[asyncio.Task[None]] = set()
+        self._reported = (0, 0)  # retries and 429s already added to the state's counters
+        self.stopping = stop  # set by SIGINT/SIGTERM: start nothing new, keep what is committed
+
+    async def _in_pool(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    # -- windows -----------------------------------------------------------------------
+    async def run_windows(self, job: str, planner: asyncio.Task[None] | None) -> None:
+        """Keep as many windows scrolling as the limiter allows until none is left."""
+        active: dict[int, asyncio.Task[None]] = {}
+        try:
+            while not self.stopping.is_set():
+                if len(active) < self.client.limiter.concurrency:
+                    for window in await self.store.windows(job, "pending"):
+                        if len(active) >= self.client.limiter.concurrency:
+                            break
+                        if window.id not in active:
+                            active[window.id] = asyncio.create_task(self.crawl_window(window))
+                planning = planner is not None and not planner.done()
+                if not active and not planning:
+                    break
+                waiting: set[asyncio.Future] = set(active.values())
+                if planning:
+                    waiting.add(planner)  # type: ignore[arg-type]
+                stop = asyncio.ensure_future(self.stopping.wait())
+                done, _ = await asyncio.wait(waiting | {stop}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                for window_id, task in list(active.items()):
+                    if task.done():
+                        del active[window_id]
+                        task.result()  # a fatal error stops the run
+                if planner is not None and planner.done():
+                    planner.result()
+        finally:
+            for task in active.values():
+                task.cancel()
+            await asyncio.gather(*active.values(), return_exceptions=True)
+
+    async def crawl_window(self, window: Window) -> None:
+        """Scroll one window to its end, starting over (bounded) when the scroll breaks."""
+        reason = ""
+        for attempt in range(1, self.config.window_attempts + 1):
+            await self.store.start_window(window.id)
+            try:
+                received, total = await self.scroll(window)
+            except (RetryableError, CursorInvalid, BadPage) as exc:
+                reason = str(exc)
+                log.warning("window %s..%s: %s; starting it over (attempt %d)", window.start, window.end, reason, attempt)
+            else:
+                if total is None or received >= total:
+                    await self.store.end_window(window.id, "done", total=total)
+                    return
+                reason = f"the scroll ended after {received} of {total} works"
+                log.warning("window %s..%s: %s (attempt %d)", window.start, window.end, reason, attempt)
+            if attempt < self.config.window_attempts:
+                await asyncio.sleep(min(self.config.retry_max_s, self.config.retry_initial_s * 2**attempt))
+        status = "short" if reason.startswith("the scroll ended") else "failed"
+        await self.store.end_window(window.id, status, error=reason)
+
+    async def scroll(self, window: Window) -> tuple[int, int | None]:
+        """One pass from cursor=* to the empty page; returns (distinct works, total-results)."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+        params = {
+            "filter": window.filter,
+            "rows": str(self.config.rows),
+            "select": ",".join(SELECT_FIELDS),
+        }
+        state = _ScrollState()
+
+        async def fetch() -> None:
+            cursor = "*"
+            while True:
+                body = await self.client.works({**params, "cursor": cursor}, continuation=cursor != "*")
+                next_cursor, empty = scan_head(body)
+                await queue.put(body)
+                if empty:
+                    break
+                if next_cursor is None:
+                    raise BadPage("a page without next-cursor")
+                cursor = state.cursor = next_cursor
+            await queue.put(None)
+
+        async def consume(fetcher: asyncio.Task[None]) -> None:
+            while (body := await queue.get()) is not None:
+                page: ParsedPage = await self._in_pool(parse_page, body)
+                state.total = page.total if page.total is not None else state.total
+                if page.items == 0:
+                    state.finished = True
+                    fetcher.cancel()  # the head scan missed the end: stop asking
+                    return
+                await self.commit_page(window, page, state)
+
+        async with asyncio.TaskGroup() as group:
+            fetcher = group.create_task(fetch())
+            group.create_task(consume(fetcher))
+        if not state.finished:
+            raise BadPage("the scroll stopped before its empty page")
+        return state.received, state.total
+
+    # -- pages -------------------------------------------------------------------------
+    async def commit_page(self, window: Window | None, page: ParsedPage, state: "_ScrollState") -> None:
+        for kind, doi, detail in page.problems:
+            self.progress.problems[kind] += 1
+            log.info("bad data in %s: %s", doi, detail)
+        fresh = [w for w in page.works if w.doi not in state.dois]
+        state.dois.update(w.doi for w in fresh)
+        state.received += len(fresh) + sum(1 for kind, _, _ in page.problems if kind == Problem.NO_DOI)
+        assert self.resolver is not None
+        agencies = await self.resolver.resolve(prefix_of(l.obj) for w in fresh for l in w.links)
+        # The write and its commit must not be torn apart by a cancellation (Ctrl-C):
+        # shielded, and awaited again at shutdown.
+        task = asyncio.create_task(self._write(window, fresh, agencies, state, page))
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+        await asyncio.shield(task)
+
+    async def _write(self, window, works, agencies, state, page) -> None:  # type: ignore[no-untyped-def]
+        async with self._commit_lock:
+            seen_blobs = await self.store.seen_links([w.subject for w in works])
+            known: dict[int, set[int]] = {}
+            changed: dict[int, set[int]] = {}
+            new: list[NewLink] = []
+            skipped: Counter[str] = Counter()
+            for work in works:
+                hashes = known.get(work.subject)
+                if hashes is None:
+                    hashes = known[work.subject] = set(unpack(seen_blobs.get(work.subject, b"")))
+                for link, link_hash in zip(work.links, work.hashes):
+                    if link_hash in hashes:
+                        continue
+                    token = token_for(agencies[prefix_of(link.obj)])
+                    if token is None:
+                        skipped[Problem.UNKNOWN_AGENCY] += 1
+                        continue
+                    if link.mined and token != CROSSREF_TOKEN:
+                        skipped[Problem.MINED_NOT_CROSSREF] += 1
+                        continue
+                    new.append(NewLink(work.doi, work.type, work.occurred_at, link.relation, link.obj, token))
+                    hashes.add(link_hash)
+                    changed[work.subject] = hashes
+            offset = self.sink.offset
+            if new:
+                data = await self._in_pool(render, new, utc_now())
+                offset = await asyncio.to_thread(self.sink.append, data)
+            stats = self.client.stats
+            counters = Counter(
+                {
+                    "works": len(works),
+                    "events": len(new),
+                    "pages": 1,
+                    "retries": stats.retries - self._reported[0],
+                    "429s": stats.throttled - self._reported[1],
+                }
+            )
+            self._reported = (stats.retries, stats.throttled)
+            counters.update(skipped)
+            counters.update(Counter(kind for kind, _, _ in page.problems))
+            await self.store.commit_page(
+                window_id=window.id if window is not None else None,
+                works=len(works),
+                received=state.received,
+                cursor=state.cursor,
+                seen=changed,
+                events=len(new),
+                sink_seq=self.sink.seq,
+                sink_offset=offset,
+                counters=counters,
+            )
+            self.progress.pages += 1
+            self.progress.works += len(works)
+            self.progress.events += len(new)
+            if self.sink.wants_rotation():
+                await self._finish_file()
+
+    async def _finish_file(self) -> None:
+        finished = await asyncio.to_thread(self.sink.finish_file)
+        if finished is not None:
+            await self.store.set_sink_position(self.sink.seq, self.sink.offset)
+            log.info("completed %s", finished)
+
+    async def close(self) -> None:
+        """Let started commits end, then give the part file its final name."""
+        await asyncio.gather(*list(self._commits), return_exceptions=True)
+        async with self._commit_lock:
+            await self._finish_file()
+        self.sink.close()
+
+
+@dataclass
+class _ScrollState:
+    cursor: str | None = None
+    total: int | None = None
+    received: int = 0
+    finished: bool = False
+    dois: set[str] = field(default_factory=set)
+
+
+# -- the backfill job -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    message: str
+
+
+def _today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+async def _job_settings(store: Store, config: Config, client: ApiClient) -> tuple[date, date, Path]:
+    """The range and output of this state file: recorded on the first run, enforced after."""
+    meta = await store.meta()
+    out = (config.out or Path(meta.get("out", DEFAULT_OUT))).resolve()
+    if "backfill_from" in meta:
+        recorded = (date.fromisoformat(meta["backfill_from"]), date.fromisoformat(meta["backfill_until"]))
+        wanted = (config.date_from or recorded[0], config.date_until or recorded[1])
+        if wanted != recorded:
+            raise StateError(
+                f"{store.path} belongs to the backfill of {recorded[0]}..{recorded[1]}, not "
+                f"{wanted[0]}..{wanted[1]}; use another --state for another range"
+            )
+        if str(out) != meta["out"]:
+            raise StateError(
+                f"{store.path} writes its events to {meta['out']}, not {out}; "
+                "use the same --out, or another --state"
+            )
+        return recorded[0], recorded[1], out
+    until = config.date_until or _today()
+    start = config.date_from or await client.earliest_created() or until
+    if start > until:
+        raise StateError(f"--from {start} is after --until {until}")
+    await store.set_meta(
+        {
+            "backfill_from": start.isoformat(),
+            "backfill_until": until.isoformat(),
+            "out": str(out),
+            "backfill_started_at": utc_now(),
+        }
+    )
+    await store.add_windows("backfill", "created-date", [(start.isoformat(), until.isoformat())])
+    return start, until, out
+
+
+async def open_session(config: Config) -> tuple[aiohttp.ClientSession, ApiClient]:
+    start = POLITE if config.mailto else PUBLIC
+    limiter = Limiter(*start, cap=config.concurrency, name="api")
+    ra_limiter = Limiter(5, 1.0, 2, name="ra")
+    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=config.timeout_s)
+    session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+    client = ApiClient(
+        session,
+        api_url=config.api_url,
+        ra_url=config.ra_url,
+        mailto=config.mailto,
+        plus_token=config.plus_token,
+        limiter=limiter,
+        ra_limiter=ra_limiter,
+        retry=RetryPolicy(config.retry_attempts, config.retry_initial_s, config.retry_max_s),
+        stats=RequestStats(),
+    )
+    return session, client
+
+
+async def backfill(config: Config, stop: asyncio.Event) -> Outcome:
+    store = await Store.open(config.state)
+    try:
+        return await _backfill(config, store, stop)
+    finally:
+        await store.close()
+
+
+async def _backfill(config: Config, store: Store, stop: asyncio.Event) -> Outcome:
+    session, client = await open_session(config)
+    async with session:
+        start, until, out = await _job_settings(store, config, client)
+        summary = (await store.window_summary()).get("backfill", {})
+        if summary and set(summary) <= {"done", "works", "events", "planned"}:
+            return Outcome(
+                0,
+                f"the backfill of {start}..{until} is already complete: {summary.get('works', 0):,} works, "
+                f"{summary.get('events', 0):,} events in {out}. Nothing to do.",
+            )
+        restarted = await store.requeue_running("backfill")
+        if restarted:
+            log.info("resuming: %d window(s) that were running restart from cursor=*", restarted)
+        for window in await store.windows("backfill", "failed", "short"):
+            await store.size_window(window.id, window.total or 1)  # back to pending: retry them
+        seq, offset = await store.sink_position()
+        sink = Sink(out, seq, offset, config.rotate_bytes)
+        if sink.recover():
+            await store.set_sink_position(sink.seq, sink.offset)
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_ignore_sigint) as pool:
+            crawl = Crawl(config, store, sink, client, pool, stop)
+            crawl.resolver = await AgencyResolver.load(client, store)
+            reporter = asyncio.create_task(report_progress(crawl, config.progress_s))
+            target = config.rows * config.window_pages
+            planner = asyncio.create_task(size_all(store, client, "backfill", target))
+            try:
+                await crawl.run_windows("backfill", planner)
+            finally:
+                reporter.cancel()
+                if not planner.done():
+                    planner.cancel()
+                await asyncio.gather(planner, reporter, return_exceptions=True)
+                await crawl.close()
+        if stop.is_set():
+            return Outcome(
+                130,
+                f"stopped cleanly after {crawl.progress.works:,} works and {crawl.progress.events:,} "
+                "new events this run; run the same command again to resume",
+            )
+        summary = (await store.window_summary()).get("backfill", {})
+        incomplete = summary.get("short", 0) + summary.get("failed", 0)
+        figures = (
+            f"{crawl.progress.works:,} works and {crawl.progress.events:,} new events this run; "
+            f"{summary.get('works', 0):,} works, {summary.get('events', 0):,} events in all"
+        )
+        if incomplete:
+            return Outcome(
+                1,
+                f"backfill incomplete: {incomplete} window(s) short or failed ({figures}). "
+                "See `crawler status`; run the same command again to retry them.",
+            )
+        await store.set_meta({"backfill_finished_at": utc_now()})
+        return Outcome(0, f"backfill of {start}..{until} complete: {figures}; output in {out}")
+
+
+async def report_progress(crawl: Crawl, every_s: float) -> None:
+    """One plain line per interval: where the run stands and how fast it goes."""
+    if every_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        log.warning("%s", await progress_line(crawl))
+
+
+async def progress_line(crawl: Crawl) -> str:
+    summary = (await crawl.store.window_summary()).get("backfill", {})
+    windows = sum(summary.get(s, 0) for s in ("unsized", "pending", "running", "done", "short", "failed"))
+    elapsed = max(time.monotonic() - crawl.progress.started, 1e-9)
+    p = crawl.progress
+    stats = crawl.client.stats
+    remaining = max(summary.get("planned", 0) - summary.get("works", 0), 0)
+    rate = p.works / elapsed
+    eta = f"{remaining / rate / 60:.0f} min" if rate > 0 and not summary.get("unsized") else "?"
+    return (
+        f"windows {summary.get('done', 0)}/{windows} done ({summary.get('running', 0)} running), "
+        f"{summary.get('works', 0):,} works, {summary.get('events', 0):,} events; "
+        f"{p.pages / elapsed:.2f} pages/s, {rate:,.0f} works/s; ETA {eta}; "
+        f"{crawl.client.limiter.describe()}; retries {stats.retries}, 429s {stats.throttled}"
+    )

@@ -1,0 +1,37 @@
+"""`crawler status`: where a job stands, read from the state file (safe beside a live run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crawler.store import WINDOW_STATUSES, Store
+
+
+async def print_status(state: Path) -> int:
+    store = await Store.open(state, readonly=True)
+    try:
+        meta = await store.meta()
+        summary = await store.window_summary()
+        counters = await store.counters()
+        errors = await store.last_errors()
+        seq, offset = await store.sink_position()
+    finally:
+        await store.close()
+    print(f"state file     {state}")
+    print(f"output         {meta.get('out', '?')} (current file events-{seq:06d}, {offset:,} bytes committed)")
+    backfill = summary.get("backfill", {})
+    if "backfill_from" in meta:
+        finished = meta.get("backfill_finished_at")
+        print(f"backfill       created {meta['backfill_from']}..{meta['backfill_until']}, started "
+              f"{meta.get('backfill_started_at', '?')}, " + (f"finished {finished}" if finished else "not finished"))
+    windows = ", ".join(f"{backfill.get(s, 0)} {s}" for s in WINDOW_STATUSES if backfill.get(s))
+    print(f"windows        {windows or 'none yet'}")
+    print(f"works          {backfill.get('works', 0):,} of {backfill.get('planned', 0):,} planned")
+    print(f"events         {counters.get('events', 0):,} written")
+    print(f"pages          {counters.get('pages', 0):,}")
+    skipped = {k: v for k, v in counters.items() if k not in ("events", "pages", "works")}
+    if skipped:
+        print("not emitted    " + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items())))
+    for where, status, error in errors:
+        print(f"last error     {where} ({status}): {error}")
+    return 0

@@ -1,0 +1,142 @@
+"""The state file and the output files: real SQLite files and real files in a tmp dir."""
+
+from __future__ import annotations
+
+import gzip
+import sqlite3
+
+import pytest
+
+from crawler.errors import OutputError, StateError
+from crawler.sink import Sink
+from crawler.store import Store, unpack
+
+
+async def test_schema_versioned_and_reopened(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    async with await Store.open(path) as store:
+        await store.set_meta({"backfill_from": "2020-01-01"})
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+    async with await Store.open(path) as store:
+        assert (await store.meta())["backfill_from"] == "2020-01-01"
+
+
+async def test_second_opener_is_refused_while_first_holds_it(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    async with await Store.open(path):
+        with pytest.raises(StateError, match="another crawler is using"):
+            await Store.open(path)
+        async with await Store.open(path, readonly=True) as reader:  # status beside a live run
+            assert await reader.meta() == {}
+
+
+async def test_foreign_sqlite_file_is_refused_untouched(tmp_path):
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="another program"):
+        await Store.open(path)
+    assert path.read_bytes() == before
+
+
+async def test_corrupt_file_is_refused_untouched(tmp_path):
+    path = tmp_path / "junk.sqlite3"
+    path.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StateError, match="not a usable state file"):
+        await Store.open(path)
+    assert path.read_bytes() == b"this is not a database at all" * 100
+
+
+async def test_missing_file_for_status(tmp_path):
+    with pytest.raises(StateError, match="no state file"):
+        await Store.open(tmp_path / "nope.sqlite3", readonly=True)
+
+
+async def test_commit_page_is_atomic_and_merges_counters(tmp_path):
+    async with await Store.open(tmp_path / "s.sqlite3") as store:
+        await store.add_windows("backfill", "created-date", [("2020-01-01", "2020-01-31")])
+        (window,) = await store.windows("backfill", "unsized")
+        await store.size_window(window.id, 10)
+        await store.start_window(window.id)
+        for _ in range(2):
+            await store.commit_page(
+                window_id=window.id, works=5, received=5, cursor="c", seen={7: [3, 1, 2]},
+                events=3, sink_seq=1, sink_offset=100, counters={"events": 3, "pages": 1},
+            )
+        assert await store.counters() == {"events": 6, "pages": 2}
+        assert sorted(unpack((await store.seen_links([7, 8]))[7])) == [1, 2, 3]
+        assert await store.sink_position() == (1, 100)
+        summary = (await store.window_summary())["backfill"]
+        assert summary["running"] == 1 and summary["works"] == 10 and summary["events"] == 6
+
+
+async def test_split_and_requeue(tmp_path):
+    async with await Store.open(tmp_path / "s.sqlite3") as store:
+        await store.add_windows("backfill", "created-date", [("2020-01-01", "2020-12-31")])
+        (window,) = await store.windows("backfill", "unsized")
+        await store.split_window(window, [("2020-01-01", "2020-07-01"), ("2020-07-02", "2020-12-31")])
+        first, second = await store.windows("backfill", "unsized")
+        assert (first.start, first.end, second.start, second.end) == ("2020-01-01", "2020-07-01", "2020-07-02", "2020-12-31")
+        assert first.filter == "from-created-date:2020-01-01,until-created-date:2020-07-01"
+        await store.size_window(first.id, 0)
+        await store.size_window(second.id, 5)
+        assert [w.id for w in await store.windows("backfill", "done")] == [first.id]
+        await store.start_window(second.id)
+        assert await store.requeue_running("backfill") == 1
+        assert [w.id for w in await store.windows("backfill", "pending")] == [second.id]
+
+
+def _read_all(path):
+    with gzip.open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_sink_appends_members_and_finishes(tmp_path):
+    sink = Sink(tmp_path, seq=1, offset=0)
+    assert sink.recover() is False
+    sink.append(gzip.compress(b"a\n"))
+    offset = sink.append(gzip.compress(b"b\n"))
+    assert offset == sink.path().stat().st_size
+    assert not list(tmp_path.glob("*.jsonl.gz"))  # still a part file
+    final = sink.finish_file()
+    assert final.name == "events-000001.jsonl.gz" and _read_all(final) == b"a\nb\n"
+    assert (sink.seq, sink.offset) == (2, 0)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_sink_recovery_cuts_uncommitted_bytes(tmp_path):
+    sink = Sink(tmp_path, seq=1, offset=0)
+    committed = sink.append(gzip.compress(b"kept\n"))
+    sink.append(gzip.compress(b"never committed\n"))
+    sink.close()
+    again = Sink(tmp_path, seq=1, offset=committed)
+    assert again.recover() is False
+    assert _read_all(again.path()) == b"kept\n"
+
+
+def test_sink_recovery_after_rename_before_commit(tmp_path):
+    sink = Sink(tmp_path, seq=1, offset=0)
+    committed = sink.append(gzip.compress(b"x\n"))
+    sink.finish_file()  # the crash comes before the state records (2, 0)
+    again = Sink(tmp_path, seq=1, offset=committed)
+    assert again.recover() is True
+    assert (again.seq, again.offset) == (2, 0)
+
+
+def test_sink_missing_part_file_is_an_error(tmp_path):
+    with pytest.raises(OutputError, match="missing"):
+        Sink(tmp_path, seq=3, offset=500).recover()
+
+
+def test_sink_removes_empty_uncommitted_part(tmp_path):
+    sink = Sink(tmp_path, seq=1, offset=0)
+    sink.append(gzip.compress(b"lost\n"))
+    sink.close()
+    assert Sink(tmp_path, seq=1, offset=0).recover() is False
+    assert not list(tmp_path.iterdir())
