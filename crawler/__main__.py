@@ -1,3 +1,5 @@
 from crawler.cli import main
 
-raise SystemExit(main())
+# Guarded: parser processes (forkserver) import the main module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -48,6 +48,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 30m, 3h or 1d, got {text!r}")
+    return seconds
+
+
 def _rows(text: str) -> int:
     value = _positive(text)
     if value > MAX_ROWS:
@@ -121,6 +133,38 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--until", dest="date_until", type=_date, metavar="YYYY-MM-DD",
                           help="last created date, inclusive (default: today)")
 
+    update = commands.add_parser(
+        "update",
+        help="pick up works re-indexed since the last backfill or update (new links only)",
+        description="Fetch works re-indexed since the state's high-water mark (from-index-date), "
+        "emit only links never emitted before, and advance the mark once everything is written. "
+        "The first update after a backfill starts on the day that backfill started.",
+        epilog="examples:\n  crawler update --mailto you@example.org\n"
+        "  crawler update --mailto you@example.org --follow --interval 3h\n"
+        "  crawler update --since 2026-01-01        # override the mark\n"
+        "cron, daily at 04:10:\n  10 4 * * * cd /srv/crawler && .venv/bin/crawler update --mailto you@example.org --quiet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(update)
+    _add_connection(update)
+    update.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="start from this index date instead of the mark")
+    update.add_argument("--follow", action="store_true", help="keep running: update, wait --interval, repeat until stopped")
+    update.add_argument("--interval", type=_duration, default=3 * 3600.0, metavar="DURATION",
+                        help="pause between updates with --follow, e.g. 30m, 3h, 1d (default: 3h)")
+
+    ingest = commands.add_parser(
+        "ingest-xml",
+        help="turn Crossref XML files (deposits, UNIXREF, UNIXSD, OAI-PMH) into the same events",
+        description="Read Crossref XML files or directories (recursively; .xml and .xml.gz): deposit "
+        "XML (doi_batch 4.x/5.x), UNIXREF, UNIXSD and OAI-PMH ListRecords pages, and write their "
+        "links as events into the same state file and output, each link once.",
+        epilog="example:\n  crawler ingest-xml dumps/2026-11/ --ra-url https://doi.org/ra",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="XML files or directories")
+    _add_common(ingest)
+    _add_connection(ingest)
+
     status = commands.add_parser(
         "status",
         help="where a backfill stands",
@@ -146,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    if args.date_from and args.date_until and args.date_from > args.date_until:
-        raise UsageError(f"--from {args.date_from} is after --until {args.date_until}")
+    date_from, date_until = getattr(args, "date_from", None), getattr(args, "date_until", None)
+    if date_from and date_until and date_from > date_until:
+        raise UsageError(f"--from {date_from} is after --until {date_until}")
     return Config(
         state=args.state,
         out=args.out,
@@ -155,8 +200,8 @@ def config_from(args: argparse.Namespace) -> Config:
         ra_url=args.ra_url,
         mailto=args.mailto or None,
         plus_token=args.plus_token or None,
-        date_from=args.date_from,
-        date_until=args.date_until,
+        date_from=date_from,
+        date_until=date_until,
         concurrency=args.concurrency,
         rows=args.rows,
         parsers=args.parsers,
@@ -217,6 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "backfill":
             return _backfill(args)
+        if args.command == "update":
+            return _update(args)
+        if args.command == "ingest-xml":
+            from crawler.pipeline import ingest_xml
+
+            missing = [str(p) for p in args.paths if not p.exists()]
+            if missing:
+                raise UsageError(f"no such file or directory: {', '.join(missing)}")
+            config = config_from(args)
+            return _finish(*run_with_signals(lambda stop: ingest_xml(config, stop, args.paths)))
         if args.command == "status":
             from crawler.status import print_status
 
@@ -242,16 +297,49 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _backfill(args: argparse.Namespace) -> int:
-    from crawler.pipeline import backfill
-
+def _connected_config(args: argparse.Namespace) -> Config:
     config = config_from(args)
     if not config.mailto:
         log.warning(
             "no --mailto (or CRAWLER_MAILTO): using the public pool, which allows a third of the "
             "polite pool's requests. Give your e-mail to go faster."
         )
-    outcome, signalled = run_with_signals(lambda stop: backfill(config, stop))
+    return config
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from crawler.pipeline import backfill
+
+    config = _connected_config(args)
+    return _finish(*run_with_signals(lambda stop: backfill(config, stop)))
+
+
+def _update(args: argparse.Namespace) -> int:
+    from crawler.pipeline import update
+
+    config = _connected_config(args)
+    if not args.follow:
+        return _finish(*run_with_signals(lambda stop: update(config, stop, args.since)))
+
+    async def follow(stop: asyncio.Event) -> object:
+        since = args.since
+        while True:
+            outcome = await update(config, stop, since)
+            since = None  # --since only overrides the first round
+            if stop.is_set() or outcome.code not in (0, 1):
+                return outcome
+            print(f"crawler: {outcome.message}", flush=True)
+            log.info("next update in %.0f s (Ctrl-C to stop)", args.interval)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=args.interval)
+                return outcome
+            except asyncio.TimeoutError:
+                pass
+
+    return _finish(*run_with_signals(follow))
+
+
+def _finish(outcome: object, signalled: int | None) -> int:
     if signalled is not None:
         message = outcome.message if outcome is not None else "stopped"  # type: ignore[attr-defined]
         print(f"crawler: {message}", file=sys.stderr)

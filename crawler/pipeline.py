@@ -11,6 +11,8 @@ store drops the links already written, so nothing is lost and nothing is repeate
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import multiprocessing
 import re
@@ -18,6 +20,7 @@ import signal
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -29,7 +32,7 @@ from crawler.agency import AgencyResolver
 from crawler.api.client import ApiClient, RequestStats, RetryPolicy
 from crawler.api.limits import POLITE, PUBLIC, Limiter
 from crawler.config import DEFAULT_OUT, Config
-from crawler.decode import BadPage, ParsedPage, parse_page
+from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_page, parse_work
 from crawler.errors import (
     CrawlerError,
     CursorInvalid,
@@ -38,10 +41,10 @@ from crawler.errors import (
 )
 from crawler.events import CROSSREF_TOKEN, NewLink, render, token_for, utc_now
 from crawler.extract import prefix_of
-from crawler.model import SELECT_FIELDS, Problem
+from crawler.model import SELECT_FIELDS, Problem, Work
 from crawler.plan import size_all
 from crawler.sink import Sink
-from crawler.store import Store, Window, unpack
+from crawler.store import WINDOW_STATUSES, Store, Window, unpack
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,19 @@ def scan_head(body: bytes) -> tuple[str | None, bool]:
     match = _NEXT_CURSOR.search(head)
     cursor = msgspec.json.decode(match.group(1)) if match else None
     return cursor, _EMPTY_ITEMS.search(head) is not None
+
+
+async def _together(*tasks: asyncio.Task[None]) -> None:
+    """Await tasks; the first failure cancels the rest and is raised as itself (no group)."""
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 def _ignore_sigint() -> None:
@@ -187,9 +203,8 @@ class Crawl:
                     return
                 await self.commit_page(window, page, state)
 
-        async with asyncio.TaskGroup() as group:
-            fetcher = group.create_task(fetch())
-            group.create_task(consume(fetcher))
+        fetcher = asyncio.create_task(fetch())
+        await _together(fetcher, asyncio.create_task(consume(fetcher)))
         if not state.finished:
             raise BadPage("the scroll stopped before its empty page")
         return state.received, state.total
@@ -199,8 +214,11 @@ class Crawl:
         for kind, doi, detail in page.problems:
             self.progress.problems[kind] += 1
             log.info("bad data in %s: %s", doi, detail)
-        fresh = [w for w in page.works if w.doi not in state.dois]
-        state.dois.update(w.doi for w in fresh)
+        if window is None:  # files: a work may legitimately come again, in a newer version
+            fresh = page.works
+        else:  # a scroll: the same work again is a duplicate page or item
+            fresh = [w for w in page.works if w.doi not in state.dois]
+            state.dois.update(w.doi for w in fresh)
         state.received += len(fresh) + sum(1 for kind, _, _ in page.problems if kind == Problem.NO_DOI)
         assert self.resolver is not None
         agencies = await self.resolver.resolve(prefix_of(l.obj) for w in fresh for l in w.links)
@@ -292,52 +310,44 @@ class _ScrollState:
     dois: set[str] = field(default_factory=set)
 
 
-# -- the backfill job -----------------------------------------------------------------
+# -- jobs ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Outcome:
     code: int
     message: str
 
 
+@dataclass(frozen=True)
+class JobResult:
+    complete: bool
+    stopped: bool
+    works: int  # this run
+    events: int  # this run
+    summary: dict[str, int]  # the job's windows by status, works and events (state totals)
+
+    def figures(self) -> str:
+        return (
+            f"{self.works:,} works and {self.events:,} new events this run; "
+            f"{self.summary.get('works', 0):,} works, {self.summary.get('events', 0):,} events in all"
+        )
+
+
 def _today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-async def _job_settings(store: Store, config: Config, client: ApiClient) -> tuple[date, date, Path]:
-    """The range and output of this state file: recorded on the first run, enforced after."""
-    meta = await store.meta()
+def _output_dir(store: Store, meta: dict[str, str], config: Config) -> Path:
+    """The state file's output directory: recorded once, the same ever after."""
     out = (config.out or Path(meta.get("out", DEFAULT_OUT))).resolve()
-    if "backfill_from" in meta:
-        recorded = (date.fromisoformat(meta["backfill_from"]), date.fromisoformat(meta["backfill_until"]))
-        wanted = (config.date_from or recorded[0], config.date_until or recorded[1])
-        if wanted != recorded:
-            raise StateError(
-                f"{store.path} belongs to the backfill of {recorded[0]}..{recorded[1]}, not "
-                f"{wanted[0]}..{wanted[1]}; use another --state for another range"
-            )
-        if str(out) != meta["out"]:
-            raise StateError(
-                f"{store.path} writes its events to {meta['out']}, not {out}; "
-                "use the same --out, or another --state"
-            )
-        return recorded[0], recorded[1], out
-    until = config.date_until or _today()
-    start = config.date_from or await client.earliest_created() or until
-    if start > until:
-        raise StateError(f"--from {start} is after --until {until}")
-    await store.set_meta(
-        {
-            "backfill_from": start.isoformat(),
-            "backfill_until": until.isoformat(),
-            "out": str(out),
-            "backfill_started_at": utc_now(),
-        }
-    )
-    await store.add_windows("backfill", "created-date", [(start.isoformat(), until.isoformat())])
-    return start, until, out
+    if "out" in meta and str(out) != meta["out"]:
+        raise StateError(
+            f"{store.path} writes its events to {meta['out']}, not {out}; "
+            "use the same --out, or another --state"
+        )
+    return out
 
 
-async def open_session(config: Config) -> tuple[aiohttp.ClientSession, ApiClient]:
+def open_session(config: Config) -> tuple[aiohttp.ClientSession, ApiClient]:
     start = POLITE if config.mailto else PUBLIC
     limiter = Limiter(*start, cap=config.concurrency, name="api")
     ra_limiter = Limiter(5, 1.0, 2, name="ra")
@@ -357,30 +367,171 @@ async def open_session(config: Config) -> tuple[aiohttp.ClientSession, ApiClient
     return session, client
 
 
-async def backfill(config: Config, stop: asyncio.Event) -> Outcome:
+@contextlib.asynccontextmanager
+async def opened(config: Config) -> AsyncIterator[tuple[Store, ApiClient]]:
     store = await Store.open(config.state)
     try:
-        return await _backfill(config, store, stop)
+        session, client = open_session(config)
+        async with session:
+            yield store, client
     finally:
         await store.close()
 
 
-async def _backfill(config: Config, store: Store, stop: asyncio.Event) -> Outcome:
-    session, client = await open_session(config)
-    async with session:
-        start, until, out = await _job_settings(store, config, client)
-        summary = (await store.window_summary()).get("backfill", {})
-        if summary and set(summary) <= {"done", "works", "events", "planned"}:
-            return Outcome(
-                0,
-                f"the backfill of {start}..{until} is already complete: {summary.get('works', 0):,} works, "
-                f"{summary.get('events', 0):,} events in {out}. Nothing to do.",
+async def crawl_job(config: Config, store: Store, client: ApiClient, out: Path, job: str, stop: asyncio.Event) -> JobResult:
+    """Plan, scroll and write every window of `job` until none is left (or a stop)."""
+    restarted = await store.requeue_running(job)
+    if restarted:
+        log.info("resuming: %d window(s) that were running restart from cursor=*", restarted)
+    for window in await store.windows(job, "failed", "short"):
+        await store.size_window(window.id, window.total or 1)  # back to pending: try again
+    seq, offset = await store.sink_position()
+    sink = Sink(out, seq, offset, config.rotate_bytes)
+    if sink.recover():
+        await store.set_sink_position(sink.seq, sink.offset)
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_ignore_sigint) as pool:
+        crawl = Crawl(config, store, sink, client, pool, stop)
+        crawl.resolver = await AgencyResolver.load(client, store)
+        reporter = asyncio.create_task(report_progress(crawl, job, config.progress_s))
+        planner = asyncio.create_task(size_all(store, client, job, config.rows * config.window_pages))
+        try:
+            await crawl.run_windows(job, planner)
+        finally:
+            reporter.cancel()
+            if not planner.done():
+                planner.cancel()
+            await asyncio.gather(planner, reporter, return_exceptions=True)
+            await crawl.close()
+    summary = (await store.window_summary()).get(job, {})
+    incomplete = any(summary.get(s) for s in ("unsized", "pending", "running", "short", "failed"))
+    return JobResult(not incomplete and not stop.is_set(), stop.is_set(), crawl.progress.works, crawl.progress.events, summary)
+
+
+def _unfinished(result: JobResult, what: str) -> Outcome:
+    if result.stopped:
+        return Outcome(130, f"stopped cleanly ({result.figures()}); run the same command again to resume")
+    bad = result.summary.get("short", 0) + result.summary.get("failed", 0)
+    return Outcome(
+        1,
+        f"{what} incomplete: {bad} window(s) short or failed ({result.figures()}). "
+        "See `crawler status`; run the same command again to retry them.",
+    )
+
+
+async def backfill(config: Config, stop: asyncio.Event) -> Outcome:
+    """Every work created in the range; resumes; refuses a state file of another range."""
+    async with opened(config) as (store, client):
+        meta = await store.meta()
+        out = _output_dir(store, meta, config)
+        if "backfill_from" in meta:
+            start, until = date.fromisoformat(meta["backfill_from"]), date.fromisoformat(meta["backfill_until"])
+            wanted = (config.date_from or start, config.date_until or until)
+            if wanted != (start, until):
+                raise StateError(
+                    f"{store.path} belongs to the backfill of {start}..{until}, not "
+                    f"{wanted[0]}..{wanted[1]}; use another --state for another range"
+                )
+            if "backfill_finished_at" in meta:
+                summary = (await store.window_summary()).get("backfill", {})
+                return Outcome(
+                    0,
+                    f"the backfill of {start}..{until} is already complete: {summary.get('works', 0):,} "
+                    f"works, {summary.get('events', 0):,} events in {out}. Nothing to do.",
+                )
+        else:
+            until = config.date_until or _today()
+            start = config.date_from or await client.earliest_created() or until
+            if start > until:
+                raise StateError(f"--from {start} is after --until {until}")
+            await store.set_meta(
+                {
+                    "backfill_from": start.isoformat(),
+                    "backfill_until": until.isoformat(),
+                    "out": str(out),
+                    "backfill_started_at": utc_now(),
+                }
             )
-        restarted = await store.requeue_running("backfill")
-        if restarted:
-            log.info("resuming: %d window(s) that were running restart from cursor=*", restarted)
-        for window in await store.windows("backfill", "failed", "short"):
-            await store.size_window(window.id, window.total or 1)  # back to pending: retry them
+            await store.add_windows("backfill", "created-date", [(start.isoformat(), until.isoformat())])
+        result = await crawl_job(config, store, client, out, "backfill", stop)
+        if not result.complete:
+            return _unfinished(result, "backfill")
+        await store.set_meta({"backfill_finished_at": utc_now()})
+        return Outcome(0, f"backfill of {start}..{until} complete: {result.figures()}; output in {out}")
+
+
+async def update(config: Config, stop: asyncio.Event, since: date | None = None) -> Outcome:
+    """Works re-indexed since the high-water mark; the mark moves only when all is written.
+
+    The mark is a date and the next update starts *on* it (a day's overlap): a work re-indexed
+    while this update runs gets an index date on or after it, so the next update catches it.
+    """
+    async with opened(config) as (store, client):
+        meta = await store.meta()
+        out = _output_dir(store, meta, config)
+        unfinished = [w for w in await store.windows("update", *WINDOW_STATUSES) if w.status != "done"]
+        if unfinished and since is None:
+            start, until = date.fromisoformat(meta["update_from"]), date.fromisoformat(meta["update_until"])
+            log.info("resuming the update of %s..%s", start, until)
+        else:
+            mark = meta.get("update_mark") or meta.get("backfill_started_at", "")[:10]
+            if since is None and not mark:
+                raise StateError(
+                    f"{store.path} has no high-water mark: run a backfill first, or give --since YYYY-MM-DD"
+                )
+            start, until = since or date.fromisoformat(mark), _today()
+            if start > until:
+                raise StateError(f"--since {start} is in the future")
+            await store.clear_windows("update")
+            await store.set_meta(
+                {"update_from": start.isoformat(), "update_until": until.isoformat(), "update_started_at": utc_now(), "out": str(out)}
+            )
+            await store.add_windows("update", "index-date", [(start.isoformat(), until.isoformat())])
+        result = await crawl_job(config, store, client, out, "update", stop)
+        if not result.complete:
+            return _unfinished(result, "update")
+        finished = utc_now()
+        await store.set_meta(
+            {
+                "update_mark": until.isoformat(),
+                "last_update": json.dumps(
+                    {"from": start.isoformat(), "until": until.isoformat(), "finished_at": finished,
+                     "works": result.summary.get("works", 0), "events": result.summary.get("events", 0)}
+                ),
+            }
+        )
+        return Outcome(0, f"update of {start}..{until} complete: {result.figures()}; high-water mark now {until}")
+
+
+def _parse_works(works: list[Work]) -> list[ParsedWork]:
+    return [parse_work(w) for w in works]
+
+
+async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> Outcome:
+    """Crossref XML files -> the same events, into the same state and output."""
+    from crawler.xmlreader import XmlProblem, iter_paths, read_works
+
+    batch_size = config.rows
+
+    def batches() -> Iterator[tuple[Path, list[Work], list[XmlProblem]]]:
+        for path in iter_paths(paths):
+            works: list[Work] = []
+            problems: list[XmlProblem] = []
+            for item in read_works(path):
+                if isinstance(item, XmlProblem):
+                    problems.append(item)
+                    continue
+                works.append(item)
+                if len(works) >= batch_size:
+                    yield path, works, problems
+                    works, problems = [], []
+            yield path, works, problems
+
+    async with opened(config) as (store, client):
+        meta = await store.meta()
+        out = _output_dir(store, meta, config)
+        if "out" not in meta:
+            await store.set_meta({"out": str(out)})
         seq, offset = await store.sink_position()
         sink = Sink(out, seq, offset, config.rotate_bytes)
         if sink.recover():
@@ -389,50 +540,50 @@ async def _backfill(config: Config, store: Store, stop: asyncio.Event) -> Outcom
         with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_ignore_sigint) as pool:
             crawl = Crawl(config, store, sink, client, pool, stop)
             crawl.resolver = await AgencyResolver.load(client, store)
-            reporter = asyncio.create_task(report_progress(crawl, config.progress_s))
-            target = config.rows * config.window_pages
-            planner = asyncio.create_task(size_all(store, client, "backfill", target))
+            source = batches()
+            files: set[Path] = set()
+            bad = 0
+            last_report = time.monotonic()
             try:
-                await crawl.run_windows("backfill", planner)
+                while not stop.is_set():
+                    item = await asyncio.to_thread(next, source, None)
+                    if item is None:
+                        break
+                    path, works, problems = item
+                    if path not in files:
+                        files.add(path)
+                        log.info("reading %s", path)
+                    for problem in problems:
+                        bad += 1
+                        log.warning("%s:%s: %s", problem.path, problem.line or "?", problem.message)
+                    if works:
+                        parsed = await crawl._in_pool(_parse_works, works)
+                        page = ParsedPage(None, None, len(works), parsed, [])
+                        await crawl.commit_page(None, page, _ScrollState())
+                    if config.progress_s and time.monotonic() - last_report >= config.progress_s:
+                        last_report = time.monotonic()
+                        log.warning("%d file(s), %s records, %s new events so far", len(files),
+                                    f"{crawl.progress.works:,}", f"{crawl.progress.events:,}")
             finally:
-                reporter.cancel()
-                if not planner.done():
-                    planner.cancel()
-                await asyncio.gather(planner, reporter, return_exceptions=True)
                 await crawl.close()
+        figures = (f"{len(files)} file(s), {crawl.progress.works:,} records, {crawl.progress.events:,} new events"
+                   + (f", {bad} problem(s) reported above" if bad else ""))
         if stop.is_set():
-            return Outcome(
-                130,
-                f"stopped cleanly after {crawl.progress.works:,} works and {crawl.progress.events:,} "
-                "new events this run; run the same command again to resume",
-            )
-        summary = (await store.window_summary()).get("backfill", {})
-        incomplete = summary.get("short", 0) + summary.get("failed", 0)
-        figures = (
-            f"{crawl.progress.works:,} works and {crawl.progress.events:,} new events this run; "
-            f"{summary.get('works', 0):,} works, {summary.get('events', 0):,} events in all"
-        )
-        if incomplete:
-            return Outcome(
-                1,
-                f"backfill incomplete: {incomplete} window(s) short or failed ({figures}). "
-                "See `crawler status`; run the same command again to retry them.",
-            )
-        await store.set_meta({"backfill_finished_at": utc_now()})
-        return Outcome(0, f"backfill of {start}..{until} complete: {figures}; output in {out}")
+            return Outcome(130, f"stopped cleanly after {figures}; run the same command again to finish")
+        return Outcome(1 if bad else 0, f"ingested {figures}; output in {out}")
 
 
-async def report_progress(crawl: Crawl, every_s: float) -> None:
+async def report_progress(crawl: Crawl, job: str, every_s: float) -> None:
     """One plain line per interval: where the run stands and how fast it goes."""
     if every_s <= 0:
         return
     while True:
         await asyncio.sleep(every_s)
-        log.warning("%s", await progress_line(crawl))
+        log.warning("%s", await progress_line(crawl, job))
 
 
-async def progress_line(crawl: Crawl) -> str:
-    summary = (await crawl.store.window_summary()).get("backfill", {})
+async def progress_line(crawl: Crawl, job: str) -> str:
+    summary = (await crawl.store.window_summary()).get(job, {})
     windows = sum(summary.get(s, 0) for s in ("unsized", "pending", "running", "done", "short", "failed"))
     elapsed = max(time.monotonic() - crawl.progress.started, 1e-9)
     p = crawl.progress

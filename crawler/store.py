@@ -8,11 +8,13 @@ packed as 8-byte integers, so a key costs about 8 bytes on disk.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,19 @@ class Store:
         self.db = db
         self.path = path
         self._lock_fd = lock_fd
+        self._tx_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction at a time on the shared connection; rolled back on error."""
+        async with self._tx_lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -126,11 +141,12 @@ class Store:
         if tables == 0 and app_id == 0:
             if not create:
                 raise StateError(f"{self.path} is empty: nothing has run with it yet")
-            await self.db.execute("PRAGMA journal_mode=WAL")
-            await self.db.execute("BEGIN IMMEDIATE")
-            await self.db.executescript(_SCHEMA)  # executescript commits
-            await self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            await self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            await self._one("PRAGMA journal_mode=WAL")  # returns a row: consume it
+            # One script, one transaction: a crash leaves either no schema or all of it.
+            await self.db.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id={APPLICATION_ID}; "
+                f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            )
         elif app_id != APPLICATION_ID:
             raise StateError(
                 f"{self.path} is an SQLite file of another program (application id {app_id:#x}); "
@@ -143,7 +159,6 @@ class Store:
                 f"understands ({SCHEMA_VERSION}); upgrade the crawler"
             )
         if not readonly:
-            await self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL: a power cut may lose the last commits, never consistency; the
             # output's committed length travels with them, so the sink truncates to match.
             await self.db.execute("PRAGMA synchronous=NORMAL")
@@ -175,21 +190,19 @@ class Store:
         return dict(await self._all("SELECT key, value FROM meta"))
 
     async def set_meta(self, values: Mapping[str, str]) -> None:
-        await self.db.execute("BEGIN IMMEDIATE")
-        await self.db.executemany(
-            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            list(values.items()),
-        )
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                list(values.items()),
+            )
 
     # -- the plan ----------------------------------------------------------------------
     async def add_windows(self, job: str, field: str, ranges: Iterable[tuple[str, str]]) -> None:
-        await self.db.execute("BEGIN IMMEDIATE")
-        await self.db.executemany(
-            "INSERT INTO windows (job, field, start, end, status) VALUES (?, ?, ?, ?, 'unsized')",
-            [(job, field, a, b) for a, b in ranges],
-        )
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT INTO windows (job, field, start, end, status) VALUES (?, ?, ?, ?, 'unsized')",
+                [(job, field, a, b) for a, b in ranges],
+            )
 
     async def windows(self, job: str, *statuses: str) -> list[Window]:
         marks = ",".join("?" * len(statuses))
@@ -202,48 +215,47 @@ class Store:
 
     async def size_window(self, window_id: int, total: int) -> None:
         status = "done" if total == 0 else "pending"
-        await self.db.execute("BEGIN IMMEDIATE")
-        await self.db.execute(
-            "UPDATE windows SET status = ?, total = ? WHERE id = ?", (status, total, window_id)
-        )
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE windows SET status = ?, total = ? WHERE id = ?", (status, total, window_id)
+            )
+
+    async def clear_windows(self, job: str) -> None:
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM windows WHERE job = ?", (job,))
 
     async def split_window(self, window: Window, halves: list[tuple[str, str]]) -> None:
-        await self.db.execute("BEGIN IMMEDIATE")
-        await self.db.execute("DELETE FROM windows WHERE id = ?", (window.id,))
-        await self.db.executemany(
-            "INSERT INTO windows (job, field, start, end, status) VALUES (?, ?, ?, ?, 'unsized')",
-            [(window.job, window.field, a, b) for a, b in halves],
-        )
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM windows WHERE id = ?", (window.id,))
+            await db.executemany(
+                "INSERT INTO windows (job, field, start, end, status) VALUES (?, ?, ?, ?, 'unsized')",
+                [(window.job, window.field, a, b) for a, b in halves],
+            )
 
     async def start_window(self, window_id: int) -> None:
         """A fresh attempt: the scroll restarts at '*', so per-attempt counts restart too."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        await self.db.execute(
-            "UPDATE windows SET status='running', attempts=attempts+1, received=0, works=0, "
-            "cursor=NULL, error=NULL WHERE id = ?",
-            (window_id,),
-        )
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE windows SET status='running', attempts=attempts+1, received=0, works=0, "
+                "cursor=NULL, error=NULL WHERE id = ?",
+                (window_id,),
+            )
 
     async def end_window(
         self, window_id: int, status: str, *, total: int | None = None, error: str | None = None
     ) -> None:
-        await self.db.execute("BEGIN IMMEDIATE")
-        await self.db.execute(
-            "UPDATE windows SET status=?, total=coalesce(?, total), error=?, cursor=NULL WHERE id=?",
-            (status, total, error, window_id),
-        )
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE windows SET status=?, total=coalesce(?, total), error=?, cursor=NULL WHERE id=?",
+                (status, total, error, window_id),
+            )
 
     async def requeue_running(self, job: str) -> int:
         """After a crash: windows left running restart from '*' (their scroll may have moved)."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        cur = await self.db.execute(
-            "UPDATE windows SET status='pending' WHERE job=? AND status='running'", (job,)
-        )
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "UPDATE windows SET status='pending' WHERE job=? AND status='running'", (job,)
+            )
         return cur.rowcount
 
     async def window_summary(self) -> dict[str, dict[str, int]]:
@@ -273,11 +285,10 @@ class Store:
         return dict(await self._all("SELECT prefix, agency FROM agency"))
 
     async def save_agencies(self, found: Mapping[str, str | None]) -> None:
-        await self.db.execute("BEGIN IMMEDIATE")
-        await self.db.executemany(
-            "INSERT OR REPLACE INTO agency VALUES (?, ?)", list(found.items())
-        )
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO agency VALUES (?, ?)", list(found.items())
+            )
 
     # -- seen keys ---------------------------------------------------------------------
     async def seen_links(self, subjects: list[int]) -> dict[int, bytes]:
@@ -305,28 +316,23 @@ class Store:
         counters: Mapping[str, int],
     ) -> None:
         """Everything one page changed, atomically: seen keys, counts and the output's length."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            await self.db.executemany(
+        async with self.transaction() as db:
+            await db.executemany(
                 "INSERT OR REPLACE INTO seen VALUES (?, ?)",
                 [(subject, _pack(hashes)) for subject, hashes in seen.items()],
             )
             if window_id is not None:
-                await self.db.execute(
+                await db.execute(
                     "UPDATE windows SET works=works+?, received=?, events=events+?, cursor=? "
                     "WHERE id=?",
                     (works, received, events, cursor, window_id),
                 )
-            await self.db.execute("UPDATE sink SET seq=?, offset=? WHERE id=1", (sink_seq, sink_offset))
-            await self.db.executemany(
+            await db.execute("UPDATE sink SET seq=?, offset=? WHERE id=1", (sink_seq, sink_offset))
+            await db.executemany(
                 "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) "
                 "DO UPDATE SET value=value+excluded.value",
                 [(k, v) for k, v in counters.items() if v],
             )
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
 
     async def counters(self) -> dict[str, int]:
         return dict(await self._all("SELECT name, value FROM counters"))
@@ -336,9 +342,8 @@ class Store:
         return int(row[0]), int(row[1])
 
     async def set_sink_position(self, seq: int, offset: int) -> None:
-        await self.db.execute("BEGIN IMMEDIATE")
-        await self.db.execute("UPDATE sink SET seq=?, offset=? WHERE id=1", (seq, offset))
-        await self.db.execute("COMMIT")
+        async with self.transaction() as db:
+            await db.execute("UPDATE sink SET seq=?, offset=? WHERE id=1", (seq, offset))
 
 
 def _lock(path: Path) -> int:

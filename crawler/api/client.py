@@ -312,10 +312,12 @@ def _decode_first_created(body: bytes) -> date | None:
         raise _bad_body("work list") from None
     if not items or not items[0].created:
         return None
-    parts = items[0].created.get("date-parts") or [[]]
+    created = items[0].created
     try:
-        return date(*parts[0][:3])
-    except (TypeError, ValueError):
+        if isinstance(created.get("date-time"), str):
+            return date.fromisoformat(created["date-time"][:10])
+        return date(*created["date-parts"][0][:3])
+    except (TypeError, ValueError, KeyError, IndexError):
         raise _bad_body("created date") from None
 
 
