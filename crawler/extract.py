@@ -13,9 +13,11 @@ from selectolax.lexbor import LexborHTMLParser
 from crawler.model import Link, Work
 
 _PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)\s*", re.IGNORECASE)
-_VALID = re.compile(r"10\.\d{4,9}/\S+")
+_VALID = re.compile(r"10\.[0-9]{4,9}/\S+")
 # A DOI inside free text: not glued to a preceding digit.
-_IN_TEXT = re.compile(r"(?<!\d)10\.\d{4,9}/\S+")
+_IN_TEXT = re.compile(r"(?<![0-9])10\.[0-9]{4,9}/\S+")
+# `<https://doi.org/10.1/x>`: a link in angle brackets is text, not a tag, for our purpose.
+_BRACKETED_LINK = re.compile(r"<((?:https?:|doi:)[^<>\s]*)>", re.IGNORECASE)
 _TRAILING = ".,;:"
 _PAIRS = {")": "(", "]": "["}
 
@@ -30,13 +32,26 @@ def normalize_doi(raw: object) -> str | None:
     return doi.lower()
 
 
+def _is_closed(candidate: str) -> bool:
+    """Does the final bracket of `candidate` have its opening partner inside it?"""
+    closing = candidate[-1]
+    opening = _PAIRS[closing]
+    depth = 0
+    for char in reversed(candidate):
+        if char == closing:
+            depth += 1
+        elif char == opening:
+            depth -= 1
+            if depth == 0:
+                return True
+    return False
+
+
 def _trim_mined(candidate: str) -> str:
     """Drop trailing punctuation and closing brackets that do not close anything in the DOI."""
     while candidate:
         last = candidate[-1]
-        if last in _TRAILING:
-            candidate = candidate[:-1]
-        elif last in _PAIRS and candidate.count(_PAIRS[last]) < candidate.count(last):
+        if last in _TRAILING or (last in _PAIRS and not _is_closed(candidate)):
             candidate = candidate[:-1]
         else:
             break
@@ -44,17 +59,18 @@ def _trim_mined(candidate: str) -> str:
 
 
 def plain_text(text: str) -> str:
-    """Markup and HTML entities removed; the fast path skips the parser for plain text."""
+    """Markup and HTML entities removed (tags vanish, nothing is put in their place).
+
+    The fast path skips the parser for plain text; links in angle brackets are kept as text.
+    """
     if "<" not in text and "&" not in text:
         return text
-    tree = LexborHTMLParser(text)
-    body = tree.body
-    return (body.text(separator=" ") if body is not None else tree.text(separator=" ")) or ""
+    return LexborHTMLParser(_BRACKETED_LINK.sub(r"\1", text)).text(separator="") or ""
 
 
 def mine_doi(text: object) -> str | None:
     """The first valid DOI in free text (markup removed), lower-cased, or None."""
-    if not isinstance(text, str) or "10." not in text:
+    if not isinstance(text, str) or "10" not in text:  # "10&#46;" still counts
         return None
     for match in _IN_TEXT.finditer(plain_text(text)):
         doi = _trim_mined(match.group())
