@@ -256,6 +256,8 @@ def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Past a file-size limit, writes should fail with EFBIG (a clear error), not kill us.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)

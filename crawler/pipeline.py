@@ -294,11 +294,19 @@ class Crawl:
             log.info("completed %s", finished)
 
     async def close(self) -> None:
-        """Let started commits end, then give the part file its final name."""
+        """Let started commits end, then give the part file its final name.
+
+        Never raises: after a failure (disk full) the part file stays and the next start
+        cuts it back to the committed length.
+        """
         await asyncio.gather(*list(self._commits), return_exceptions=True)
-        async with self._commit_lock:
-            await self._finish_file()
-        self.sink.close()
+        try:
+            async with self._commit_lock:
+                await self._finish_file()
+        except (CrawlerError, OSError) as exc:
+            log.warning("left %s for the next run to complete (%s)", self.sink.path(), exc)
+        finally:
+            self.sink.close()
 
 
 @dataclass

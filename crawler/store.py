@@ -92,13 +92,21 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction at a time on the shared connection; rolled back on error."""
         async with self._tx_lock:
-            await self.db.execute("BEGIN IMMEDIATE")
             try:
-                yield self.db
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            await self.db.execute("COMMIT")
+                await self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    await self.db.execute("ROLLBACK")
+                    raise
+                await self.db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self.db.in_transaction:
+                    await self.db.execute("ROLLBACK")
+                raise StateError(
+                    f"cannot write the state file {self.path} ({exc}); nothing committed was lost: "
+                    "free space or fix permissions, then rerun the same command"
+                ) from None
 
     # -- opening -----------------------------------------------------------------------
     @classmethod

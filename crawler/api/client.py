@@ -20,7 +20,7 @@ import aiohttp
 import msgspec
 from selectolax.lexbor import LexborHTMLParser
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+from tenacity.wait import wait_exponential, wait_random
 
 from crawler import PROJECT_URL, __version__
 from crawler.api.limits import Limiter
@@ -172,8 +172,9 @@ class ApiClient:
                 return False
             return not (continuation and exc.maybe_advanced)
 
-        backoff = wait_exponential_jitter(
-            initial=self.retry.initial_s, max=self.retry.max_s, jitter=self.retry.initial_s
+        # Exponential with jitter, capped: initial, 2×, 4×, … up to max_s, plus up to `initial` at random.
+        backoff = wait_exponential(multiplier=self.retry.initial_s, max=self.retry.max_s) + wait_random(
+            0, self.retry.initial_s
         )
 
         def wait(state: RetryCallState) -> float:

@@ -1,0 +1,191 @@
+"""The API client against a scripted aiohttp server on 127.0.0.1, answering with the real
+recorded error bodies: classification, retries, identification, secrecy, body caps."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from crawler.api.client import ApiClient, RetryPolicy, user_agent
+from crawler.api.limits import Limiter
+from crawler.errors import ApiError, CursorInvalid, FatalApiError, RateLimited, RetryableError
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "crossref-samples" / "rest-api"
+TOKEN = "sekrit-plus-token-123"
+OK_COUNT = json.dumps({"status": "ok", "message-type": "work-list", "message": {"total-results": 42, "items": []}})
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+class Script:
+    """Answers /works with the next scripted response; remembers every request."""
+
+    def __init__(self, responses):
+        self.responses = list(responses)
+        self.requests: list[web.Request] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request)
+        make = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
+        return make()
+
+
+@pytest.fixture
+async def serve():
+    runners = []
+
+    async def start(*responses):
+        script = Script(responses)
+        app = web.Application()
+        app.router.add_get("/works", script.handle)
+        app.router.add_get("/ra/{ids}", script.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]
+        return script, f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def client_for():
+    sessions = []
+
+    def make(url: str, **kw) -> ApiClient:
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return ApiClient(
+            session, api_url=url, ra_url=f"{url}/ra", mailto=kw.pop("mailto", "me@example.org"),
+            plus_token=kw.pop("plus_token", None), limiter=Limiter(100, 1.0, 4), ra_limiter=Limiter(100, 1.0, 2),
+            retry=RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05), **kw,
+        )
+
+    yield make
+    for session in sessions:
+        await session.close()
+
+
+def ok(body: str = OK_COUNT, **headers):
+    return lambda: web.Response(text=body, content_type="application/json", headers=headers)
+
+
+def status(code: int, name: str, content_type: str, **headers):
+    return lambda: web.Response(body=sample(name), status=code, content_type=content_type, headers=headers)
+
+
+async def test_identifies_itself_politely_and_sends_the_token(serve, client_for):
+    script, url = await serve(ok())
+    client = client_for(url, plus_token=TOKEN)
+    assert await client.count("from-created-date:2020-01-01") == 42
+    request = script.requests[0]
+    assert request.query["mailto"] == "me@example.org"
+    assert request.headers["User-Agent"] == user_agent("me@example.org")
+    assert "mailto:me@example.org" in request.headers["User-Agent"] and request.headers["User-Agent"].startswith("crawler/")
+    assert request.headers["Crossref-Plus-API-Token"] == f"Bearer {TOKEN}"
+    assert request.query["rows"] == "0"
+
+
+async def test_400_validation_failure_fails_fast_with_the_apis_words(serve, client_for):
+    script, url = await serve(status(400, "error-400-filter-not-available.json", "application/json"))
+    with pytest.raises(FatalApiError) as caught:
+        await client_for(url).count("has-full-text:true")
+    assert "Filter 'has-full-text' specified but there is no such filter" in str(caught.value)
+    assert len(script.requests) == 1  # never retried
+
+
+async def test_404_plain_text_and_cursor_invalid(serve, client_for):
+    script, url = await serve(status(404, "error-404-not-found.txt", "text/plain"))
+    with pytest.raises(FatalApiError, match="Resource not found."):
+        await client_for(url).count("x:y")
+    script, url = await serve(status(404, "error-404-cursor-invalid.json", "application/json"))
+    with pytest.raises(CursorInvalid, match="Cursor specified but it is invalid"):
+        await client_for(url).works({"cursor": "abc"}, continuation=True)
+
+
+async def test_500_is_retried_and_reported_without_the_stack(serve, client_for):
+    script, url = await serve(status(500, "error-500-exception.json", "application/json"))
+    with pytest.raises(RetryableError) as caught:
+        await client_for(url).count("x:y")
+    assert len(script.requests) == 3
+    assert "Response Exception" in str(caught.value) and "clojure.core" not in str(caught.value)
+
+
+async def test_504_html_becomes_readable_text_and_recovers(serve, client_for):
+    script, url = await serve(status(504, "error-504-gateway.html", "text/html"), ok())
+    client = client_for(url)
+    assert await client.count("x:y") == 42
+    assert client.stats.retries == 1 and client.stats.errors["504"] == 1
+    script, url = await serve(status(504, "error-504-gateway.html", "text/html"))
+    with pytest.raises(RetryableError) as caught:
+        await client_for(url).count("x:y")
+    assert "504 Gateway Time-out" in str(caught.value) and "<" not in str(caught.value)
+
+
+async def test_429_without_retry_after_slows_down_and_is_retried(serve, client_for):
+    script, url = await serve(status(429, "error-429-too-many-requests.html", "text/html"), ok())
+    client = client_for(url)
+    assert await client.count("x:y") == 42
+    assert client.stats.throttled == 1
+    assert client.limiter.rate < 100  # halved, recovering
+
+
+async def test_a_continuation_is_not_retried_when_the_scroll_may_have_moved(serve, client_for):
+    script, url = await serve(status(504, "error-504-gateway.html", "text/html"), ok())
+    with pytest.raises(RetryableError):
+        await client_for(url).works({"cursor": "abc"}, continuation=True)
+    assert len(script.requests) == 1
+    # ... but a 429 never reached the backend: retried in place.
+    script, url = await serve(status(429, "error-429-too-many-requests.html", "text/html"), ok())
+    assert await client_for(url).works({"cursor": "abc"}, continuation=True) == OK_COUNT.encode()
+    assert [r.query["cursor"] for r in script.requests] == ["abc", "abc"]
+
+
+async def test_200_that_is_not_json_is_retried(serve, client_for):
+    script, url = await serve(lambda: web.Response(text="<html>oops</html>", content_type="text/html"), ok())
+    assert await client_for(url).count("x:y") == 42
+    assert len(script.requests) == 2
+
+
+async def test_401_stops_with_a_message_free_of_the_token(serve, client_for, caplog):
+    script, url = await serve(lambda: web.Response(status=401, text=f"bad token {TOKEN}"))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(FatalApiError) as caught:
+        await client_for(url, plus_token=TOKEN).count("x:y")
+    assert "401" in str(caught.value) and TOKEN not in str(caught.value)
+    assert TOKEN not in caplog.text
+    assert len(script.requests) == 1
+
+
+async def test_decompression_bomb_is_an_error_not_out_of_memory(serve, client_for):
+    bomb = gzip.compress(b"0" * (64 * 1024 * 1024), compresslevel=9)  # 64 MiB in ~64 KiB
+    script, url = await serve(lambda: web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}))
+    with pytest.raises(ApiError, match="exceeded 8 MiB once decompressed"):
+        await client_for(url, max_body=8 * 1024 * 1024).works({"cursor": "*"})
+
+
+async def test_agency_answers(serve, client_for):
+    answer = json.dumps([{"DOI": "10.5061", "RA": "DataCite"}, {"DOI": "10.99999", "status": "DOI does not exist"}])
+    script, url = await serve(ok(answer))
+    assert await client_for(url).agencies(["10.5061", "10.99999"]) == {"10.5061": "DataCite", "10.99999": None}
+    assert script.requests[0].path == "/ra/10.5061,10.99999"
+    script, url = await serve(ok("[]"), ok(answer))  # a garbage (incomplete) answer is retried
+    assert await client_for(url).agencies(["10.5061", "10.99999"]) == {"10.5061": "DataCite", "10.99999": None}
+
+
+async def test_rate_limited_error_type(serve, client_for):
+    script, url = await serve(status(429, "error-429-too-many-requests.html", "text/html", **{"Retry-After": "0"}))
+    with pytest.raises(RateLimited, match="You have sent too many requests"):
+        await client_for(url).count("x:y")
