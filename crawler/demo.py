@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +31,11 @@ def start_simulator(works: int, seed: int, *extra: str) -> tuple[subprocess.Pope
         proc.kill()
         raise CrawlerError(f"the simulator did not start (it said {line!r})")
     return proc, line.split("listening on ", 1)[1].strip()
+
+
+def simulator_stats(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/_simulator/stats", timeout=10) as resp:
+        return json.load(resp)
 
 
 def summarize(out: Path) -> tuple[int, Counter[str], Counter[str]]:
@@ -61,12 +67,14 @@ def run_demo(works: int, seed: int, directory: Path) -> int:
             api_url=url,
             ra_url=f"{url}/ra",
             mailto="demo@example.org",
+            window_pages=4,  # a small corpus still gets enough windows to fill the pool
             progress_s=2.0,
         )
         print(f"demo: simulator at {url} (polite pool: 3 requests/s, 3 concurrent); backfilling ...", flush=True)
         started = time.monotonic()
         outcome, signalled = run_with_signals(lambda stop: backfill(config, stop))
         elapsed = time.monotonic() - started
+        served = simulator_stats(url)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -75,7 +83,8 @@ def run_demo(works: int, seed: int, directory: Path) -> int:
     assert outcome is not None
     print(f"demo: {outcome.message}")  # type: ignore[attr-defined]
     total, by_relation, by_agent = summarize(directory / "events")
-    print(f"demo: {total:,} events in {elapsed:.1f} s")
+    print(f"demo: {total:,} events in {elapsed:.1f} s; the simulator answered {served['requests']:,} "
+          f"requests and counted {sum(served['over_limit'].values())} over its limits {served['over_limit_why'] or ''}")
     print("demo: by relation type: " + ", ".join(f"{k} {v:,}" for k, v in by_relation.most_common()))
     print("demo: by object agency: " + ", ".join(f"{k} {v:,}" for k, v in by_agent.most_common()))
     print(f"demo: output in {directory / 'events'}; state in {directory / 'crawler.sqlite3'} "

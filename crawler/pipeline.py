@@ -29,7 +29,7 @@ import aiohttp
 import msgspec
 
 from crawler.agency import AgencyResolver
-from crawler.api.client import ApiClient, RequestStats, RetryPolicy
+from crawler.api.client import ApiClient, RequestStats, RetryPolicy, new_session
 from crawler.api.limits import POLITE, PUBLIC, Limiter
 from crawler.config import DEFAULT_OUT, Config
 from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_page, parse_work
@@ -232,27 +232,8 @@ class Crawl:
     async def _write(self, window, works, agencies, state, page) -> None:  # type: ignore[no-untyped-def]
         async with self._commit_lock:
             seen_blobs = await self.store.seen_links([w.subject for w in works])
-            known: dict[int, set[int]] = {}
-            changed: dict[int, set[int]] = {}
-            new: list[NewLink] = []
-            skipped: Counter[str] = Counter()
-            for work in works:
-                hashes = known.get(work.subject)
-                if hashes is None:
-                    hashes = known[work.subject] = set(unpack(seen_blobs.get(work.subject, b"")))
-                for link, link_hash in zip(work.links, work.hashes):
-                    if link_hash in hashes:
-                        continue
-                    token = token_for(agencies[prefix_of(link.obj)])
-                    if token is None:
-                        skipped[Problem.UNKNOWN_AGENCY] += 1
-                        continue
-                    if link.mined and token != CROSSREF_TOKEN:
-                        skipped[Problem.MINED_NOT_CROSSREF] += 1
-                        continue
-                    new.append(NewLink(work.doi, work.type, work.occurred_at, link.relation, link.obj, token))
-                    hashes.add(link_hash)
-                    changed[work.subject] = hashes
+            # Plain Python over every link of the page: in a thread, so the loop keeps sending.
+            new, changed, skipped = await asyncio.to_thread(select_new, works, seen_blobs, agencies)
             offset = self.sink.offset
             if new:
                 data = await self._in_pool(render, new, utc_now())
@@ -340,6 +321,37 @@ class JobResult:
         )
 
 
+def select_new(
+    works: list[ParsedWork], seen_blobs: dict[int, bytes], agencies: dict[str, str | None]
+) -> tuple[list[NewLink], dict[int, set[int]], Counter[str]]:
+    """The links of a page never emitted before that may become events, by the agency rules.
+
+    Returns them, the updated seen-sets of the subjects they belong to, and what was skipped.
+    """
+    known: dict[int, set[int]] = {}
+    changed: dict[int, set[int]] = {}
+    new: list[NewLink] = []
+    skipped: Counter[str] = Counter()
+    for work in works:
+        hashes = known.get(work.subject)
+        if hashes is None:
+            hashes = known[work.subject] = set(unpack(seen_blobs.get(work.subject, b"")))
+        for link, link_hash in zip(work.links, work.hashes):
+            if link_hash in hashes:
+                continue
+            token = token_for(agencies[prefix_of(link.obj)])
+            if token is None:
+                skipped[Problem.UNKNOWN_AGENCY] += 1
+                continue
+            if link.mined and token != CROSSREF_TOKEN:
+                skipped[Problem.MINED_NOT_CROSSREF] += 1
+                continue
+            new.append(NewLink(work.doi, work.type, work.occurred_at, link.relation, link.obj, token))
+            hashes.add(link_hash)
+            changed[work.subject] = hashes
+    return new, changed, skipped
+
+
 def _today() -> date:
     return datetime.now(timezone.utc).date()
 
@@ -359,8 +371,7 @@ def open_session(config: Config) -> tuple[aiohttp.ClientSession, ApiClient]:
     start = POLITE if config.mailto else PUBLIC
     limiter = Limiter(*start, cap=config.concurrency, name="api")
     ra_limiter = Limiter(5, 1.0, 2, name="ra")
-    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=config.timeout_s)
-    session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+    session = new_session(config.timeout_s)
     client = ApiClient(
         session,
         api_url=config.api_url,

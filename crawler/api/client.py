@@ -55,6 +55,21 @@ class RetryPolicy:
     max_s: float = 60.0
 
 
+def new_session(timeout_s: float) -> aiohttp.ClientSession:
+    """An HTTP session whose only retries are ours.
+
+    aiohttp resends an idempotent request once, silently, when a reused keep-alive connection
+    drops. On a scroll that resend gets the page *after* the one the server already advanced
+    past, and the lost page would go unnoticed; so that resend is switched off (aiohttp has no
+    public option for it) and a dropped connection surfaces as an error our policy handles.
+    """
+    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=timeout_s)
+    session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session
+
+
 def user_agent(mailto: str | None) -> str:
     contact = f"; mailto:{mailto}" if mailto else ""
     return f"crawler/{__version__} ({PROJECT_URL}{contact})"

@@ -18,8 +18,11 @@ from asyncio_throttle import Throttler
 # Published list-request figures (December 2025): polite 3/s with 3 concurrent, public 1/s with 1.
 POLITE = (3, 1.0, 3)
 PUBLIC = (1, 1.0, 1)
-# Spacing margin so that arrivals at the server never bunch into one interval.
-MARGIN_S = 0.05
+# Each rate period is stretched by this share (at least MARGIN_MIN_S): requests leave on time
+# but reach the server late by whatever stalls and jitter they meet on the way, and a late
+# arrival at the start of one period must not fall into the next one's count.
+MARGIN_SHARE = 0.1
+MARGIN_MIN_S = 0.05
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 
 
@@ -94,7 +97,7 @@ class Limiter:
         # below one request per interval.
         period = self.advertised_interval * allowed / (self.advertised_rate * self.factor)
         self._throttler.rate_limit = allowed
-        self._throttler.period = period + MARGIN_S
+        self._throttler.period = period + max(MARGIN_MIN_S, period * MARGIN_SHARE)
 
     # -- use ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager

@@ -1,0 +1,92 @@
+"""Shared fixtures: a generated corpus, the simulator over real TCP, crawler runs, output readers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from crawler.config import Config
+from crawler.simulator.app import PoolLimits, SimConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = Path(os.environ.get("CROSSREF_SAMPLES", ROOT.parent / "shared" / "crossref-samples"))
+DOI_URL = "https://doi.org/"
+
+# Fast limits for tests: the crawler must still follow them (and the simulator counts any excess).
+FAST_POOLS = {
+    "public": PoolLimits(rate=20, interval_s=1.0, concurrency=2),
+    "polite": PoolLimits(rate=40, interval_s=1.0, concurrency=4),
+    "plus": PoolLimits(rate=80, interval_s=1.0, concurrency=8),
+}
+
+
+def fast_sim_config(**overrides) -> SimConfig:
+    return SimConfig(pools=dict(FAST_POOLS), **overrides)
+
+
+def crawler_config(url: str, tmp: Path, **overrides) -> Config:
+    """A Config for in-process runs against the simulator: small pages, quick retries."""
+    settings = dict(
+        state=tmp / "state.sqlite3",
+        out=tmp / "events",
+        api_url=url,
+        ra_url=f"{url}/ra",
+        mailto="tests@example.org",
+        rows=100,
+        window_pages=3,
+        parsers=1,
+        retry_initial_s=0.01,
+        retry_max_s=0.2,
+        progress_s=0,
+    )
+    settings.update(overrides)
+    return Config(**settings)
+
+
+def crawler_args(url: str, tmp: Path, *extra: str) -> list[str]:
+    """Command line of a `crawler backfill` subprocess against the simulator."""
+    return [
+        sys.executable, "-m", "crawler", "backfill",
+        "--api-url", url, "--ra-url", f"{url}/ra",
+        "--state", str(tmp / "state.sqlite3"), "--out", str(tmp / "events"),
+        "--mailto", "tests@example.org", "--rows", "100", "--window-pages", "3",
+        "--parsers", "1", "--progress", "0", "--retry-initial", "0.01", "--retry-max", "0.2",
+        *extra,
+    ]
+
+
+def run_crawler(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def read_events(out: Path) -> list[dict]:
+    """Every event in the finished output files (part files are not output)."""
+    events = []
+    for path in sorted(out.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            events.extend(json.loads(line) for line in handle)
+    return events
+
+
+def event_key(event: dict) -> tuple[str, str, str]:
+    return (event["subj_id"].removeprefix(DOI_URL), event["relation_type_id"], event["obj_id"].removeprefix(DOI_URL))
+
+
+def output_keys(out: Path) -> tuple[set[tuple[str, str, str]], Counter]:
+    """(key set, keys seen more than once) of an output directory."""
+    counts = Counter(event_key(e) for e in read_events(out))
+    return set(counts), Counter({k: n for k, n in counts.items() if n > 1})
+
+
+@pytest.fixture(scope="session")
+def small_corpus():
+    from crawler.simulator.corpus import generate
+
+    return generate(1500, seed=11)

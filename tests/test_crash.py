@@ -1,0 +1,101 @@
+"""Real `crawler backfill` subprocesses killed with SIGKILL (and stopped with SIGINT/SIGTERM)
+at seeded random moments, resumed, and checked against the ground truth."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from crawler.simulator.app import SimulatorThread
+from tests.conftest import ROOT, crawler_args, fast_sim_config, output_keys, run_crawler
+
+
+@pytest.fixture(scope="module")
+def slow_sim(request):
+    """A simulator slow enough that a run lasts a few seconds and kills land mid-run."""
+    from crawler.simulator.corpus import generate
+
+    corpus = generate(3000, seed=5)
+    sim = SimulatorThread(corpus, fast_sim_config(latency_s=0.15, latency_per_row_s=0.001))
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def _wait_for_pages(state, n: int, timeout: float = 30.0) -> None:
+    """Block until the crawler has committed n pages (polling the state file read-only)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
+            row = con.execute("SELECT value FROM counters WHERE name='pages'").fetchone()
+            con.close()
+            if row and row[0] >= n:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the crawler did not commit {n} pages within {timeout} s")
+
+
+def _kill_after(args, delay: float, sig: int) -> int:
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(sig)
+    proc.wait(timeout=40)
+    return proc.returncode
+
+
+def test_sigkill_repeatedly_then_resume_gives_exact_output(slow_sim, tmp_path):
+    rng = random.Random(20261123)
+    args = crawler_args(slow_sim.url, tmp_path)
+    kills = 0
+    for _ in range(4):
+        if _kill_after(args, rng.uniform(0.8, 3.0), signal.SIGKILL) == -signal.SIGKILL:
+            kills += 1
+    assert kills >= 2, "the runs ended before the kills: make the simulator slower"
+    done = run_crawler(args)
+    assert done.returncode == 0, done.stderr
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated
+    assert keys == slow_sim.corpus.expected
+    assert not list((tmp_path / "events").glob("*.part"))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_cleanly_and_resumes(slow_sim, tmp_path, sig, code):
+    args = crawler_args(slow_sim.url, tmp_path)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_pages(tmp_path / "state.sqlite3", 2)
+    began = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - began < 30
+    assert proc.returncode == code, err
+    assert "run the same command again to resume" in err
+    assert not list((tmp_path / "events").glob("*.part")), "a clean stop leaves no partial file"
+    done = run_crawler(args)
+    assert done.returncode == 0, done.stderr
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated and keys == slow_sim.corpus.expected
+
+
+def test_second_crawler_on_same_state_is_refused(slow_sim, tmp_path):
+    args = crawler_args(slow_sim.url, tmp_path)
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_pages(tmp_path / "state.sqlite3", 1)
+        second = run_crawler(args, timeout=30)
+        assert second.returncode == 2
+        assert "another crawler is using" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
