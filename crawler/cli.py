@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import date
+import json
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from crawler import __version__
@@ -27,6 +28,9 @@ examples:
   crawler backfill --mailto you@example.org                  # the whole corpus, resumable
   crawler backfill --mailto you@example.org --from 2024-01-01 --until 2024-01-31
   crawler status                                             # where the backfill stands
+  crawler status --json                                      # the same, for scripts
+  crawler stats                                              # events by relation, agency, prefix
+  crawler update --mailto you@example.org                    # new links since the last run
   crawler demo                                               # a real run against the bundled simulator
 """
 
@@ -70,8 +74,15 @@ def _rows(text: str) -> int:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, default=Path(os.environ.get("CRAWLER_STATE", DEFAULT_STATE)),
                         help=f"the state file (default: {DEFAULT_STATE}; env CRAWLER_STATE)")
+    _add_logging(parser)
+
+
+def _add_logging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress")
+    parser.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("CRAWLER_LOG_FORMAT", "text"),
+                        help="log lines as text, or as one JSON object per line for log collectors "
+                        "(default: text; env CRAWLER_LOG_FORMAT)")
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +111,8 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                         help="give up on a response that stalls this long (default: 120)")
     parser.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
-                        help="seconds between progress lines; 0 for none (default: 10)")
+                        help="on a terminal a live panel shows progress; elsewhere (cron, nohup, CI) a "
+                        "line is logged every SECONDS; 0 for none (default: 10)")
     parser.add_argument("--retry-initial", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--retry-max", type=float, default=60.0, help=argparse.SUPPRESS)
     parser.add_argument("--rotate-mb", type=float, default=256.0, help=argparse.SUPPRESS)
@@ -174,18 +186,32 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(status)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+
+    stats = commands.add_parser(
+        "stats",
+        help="events by relation type, object agency and subject prefix",
+        description="Count the events written so far by relation type, by the object's registration "
+        "agency and by subject DOI prefix, from the state file (fast: the output is not reread).",
+        epilog="examples:\n  crawler stats\n  crawler stats --json --top 50 | jq .by_agency",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(stats)
+    stats.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    stats.add_argument("--top", type=_positive, default=10, metavar="N", help="subject prefixes to list (default: 10)")
 
     demo = commands.add_parser(
         "demo",
         help="run a real backfill against the bundled Crossref simulator",
         description="Start the bundled Crossref-compatible simulator on a free loopback port with a "
         "generated corpus, backfill it for real, and print a summary.",
+        epilog="examples:\n  crawler demo\n  crawler demo --works 200000 --dir /tmp/demo   # a longer run to watch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--works", type=_positive, default=30000, help="works in the corpus (default: 30000)")
     demo.add_argument("--seed", type=int, default=7, help="corpus seed (default: 7)")
     demo.add_argument("--dir", type=Path, default=Path("state/demo"), help="state and output (default: state/demo)")
-    demo.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
-    demo.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    _add_logging(demo)
     return parser
 
 
@@ -207,18 +233,56 @@ def config_from(args: argparse.Namespace) -> Config:
         parsers=args.parsers,
         window_pages=args.window_pages,
         timeout_s=args.timeout,
-        progress_s=args.progress,
+        progress_s=0 if args.quiet else args.progress,
+        live=live_progress(args),
         retry_initial_s=args.retry_initial,
         retry_max_s=args.retry_max,
         rotate_bytes=int(args.rotate_mb * 1024 * 1024),
     )
 
 
-def setup_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+def live_progress(args: argparse.Namespace) -> bool:
+    """A live panel only for a person at a terminal; logs and scripts get plain lines."""
+    return (
+        not args.quiet and args.log_format == "text" and getattr(args, "progress", 10) > 0
+        and sys.stdout.isatty() and sys.stderr.isatty()
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO-8601), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    handler: logging.Handler
+    if args.log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    elif live_progress(args):
+        from rich.logging import RichHandler
+
+        from crawler.progress import console
+
+        handler = RichHandler(console=console, show_path=False, show_level=False, log_time_format="%H:%M:%S")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("crawler").setLevel(level)
-    if not verbose:
+    if not args.verbose:
         for noisy in ("aiosqlite", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -260,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    setup_logging(args)
     try:
         if args.command == "backfill":
             return _backfill(args)
@@ -277,15 +341,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             from crawler.status import print_status
 
-            return asyncio.run(print_status(args.state))
+            _require_state(args.state)
+            return asyncio.run(print_status(args.state, args.json))
+        if args.command == "stats":
+            from crawler.status import print_stats
+
+            _require_state(args.state)
+            return asyncio.run(print_stats(args.state, args.top, args.json))
         if args.command == "demo":
             from crawler.demo import run_demo
 
-            return run_demo(args.works, args.seed, args.dir)
+            return run_demo(args.works, args.seed, args.dir, live=live_progress(args))
     except CrawlerError as exc:
         if args.verbose:
             log.exception("fatal error")
-        print(f"crawler: error: {exc}", file=sys.stderr)
+        advice = f" ({exc.advice})" if exc.advice else ""
+        print(f"crawler: error: {exc}{advice}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -297,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _require_state(state: Path) -> None:
+    if not state.exists():
+        raise UsageError(f"no state file at {state}: give the one your backfill uses with --state FILE")
 
 
 def _connected_config(args: argparse.Namespace) -> Config:

@@ -38,4 +38,5 @@ class Config:
     retry_max_s: float = 60.0
     timeout_s: float = 120.0
     progress_s: float = 10.0  # seconds between progress lines; 0 turns them off
+    live: bool = False  # a live progress panel instead of lines (stdout and stderr are terminals)
     rotate_bytes: int = 256 * 1024 * 1024

@@ -53,7 +53,7 @@ def summarize(out: Path) -> tuple[int, Counter[str], Counter[str]]:
     return total, by_relation, by_agent
 
 
-def run_demo(works: int, seed: int, directory: Path) -> int:
+def run_demo(works: int, seed: int, directory: Path, live: bool = False) -> int:
     from crawler.cli import run_with_signals
     from crawler.pipeline import backfill
 
@@ -69,6 +69,7 @@ def run_demo(works: int, seed: int, directory: Path) -> int:
             mailto="demo@example.org",
             window_pages=4,  # a small corpus still gets enough windows to fill the pool
             progress_s=2.0,
+            live=live,
         )
         print(f"demo: simulator at {url} (polite pool: 3 requests/s, 3 concurrent); backfilling ...", flush=True)
         started = time.monotonic()

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 
 class CrawlerError(Exception):
-    """Base of every error the crawler raises on purpose; `str()` is the one-line message."""
+    """Base of every error the crawler raises on purpose; `str()` is the one-line message.
+
+    `advice`, when set, is what the operator can do next; the CLI prints it after the message.
+    """
 
     exit_code = 1
+    advice = ""
 
 
 class StateError(CrawlerError):
@@ -51,6 +55,9 @@ class RetryableError(ApiError):
     `maybe_advanced`: the server may have processed the request although we lost the answer;
     for a scroll cursor this means the page may be gone, so the window restarts instead.
     """
+
+    advice = ("the API kept failing after every retry; everything so far is saved: check the "
+              "network and --api-url / --ra-url, then run the same command again to resume")
 
     def __init__(
         self,

@@ -43,6 +43,7 @@ from crawler.events import CROSSREF_TOKEN, NewLink, render, token_for, utc_now
 from crawler.extract import prefix_of
 from crawler.model import SELECT_FIELDS, Problem, Work
 from crawler.plan import size_all
+from crawler.progress import Progress, report_progress
 from crawler.sink import Sink
 from crawler.store import WINDOW_STATUSES, Store, Window, unpack
 
@@ -77,17 +78,6 @@ async def _together(*tasks: asyncio.Task[None]) -> None:
 
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@dataclass
-class Progress:
-    """Figures of this run (the state holds the totals across runs)."""
-
-    started: float = field(default_factory=time.monotonic)
-    pages: int = 0
-    works: int = 0
-    events: int = 0
-    problems: Counter[str] = field(default_factory=Counter)
 
 
 class Crawl:
@@ -233,7 +223,7 @@ class Crawl:
         async with self._commit_lock:
             seen_blobs = await self.store.seen_links([w.subject for w in works])
             # Plain Python over every link of the page: in a thread, so the loop keeps sending.
-            new, changed, skipped = await asyncio.to_thread(select_new, works, seen_blobs, agencies)
+            new, changed, counts = await asyncio.to_thread(select_new, works, seen_blobs, agencies)
             offset = self.sink.offset
             if new:
                 data = await self._in_pool(render, new, utc_now())
@@ -249,7 +239,7 @@ class Crawl:
                 }
             )
             self._reported = (stats.retries, stats.throttled)
-            counters.update(skipped)
+            counters.update(counts)
             counters.update(Counter(kind for kind, _, _ in page.problems))
             await self.store.commit_page(
                 window_id=window.id if window is not None else None,
@@ -326,30 +316,38 @@ def select_new(
 ) -> tuple[list[NewLink], dict[int, set[int]], Counter[str]]:
     """The links of a page never emitted before that may become events, by the agency rules.
 
-    Returns them, the updated seen-sets of the subjects they belong to, and what was skipped.
+    Returns them, the updated seen-sets of the subjects they belong to, and counts for the
+    state: what was skipped and why, and the new events by relation, object agency and
+    subject prefix (`crawler stats` reads these instead of the output).
     """
     known: dict[int, set[int]] = {}
     changed: dict[int, set[int]] = {}
     new: list[NewLink] = []
-    skipped: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
     for work in works:
         hashes = known.get(work.subject)
         if hashes is None:
             hashes = known[work.subject] = set(unpack(seen_blobs.get(work.subject, b"")))
+        before = len(new)
         for link, link_hash in zip(work.links, work.hashes):
             if link_hash in hashes:
                 continue
-            token = token_for(agencies[prefix_of(link.obj)])
+            agency = agencies[prefix_of(link.obj)]
+            token = token_for(agency)
             if token is None:
-                skipped[Problem.UNKNOWN_AGENCY] += 1
+                counts[Problem.UNKNOWN_AGENCY] += 1
                 continue
             if link.mined and token != CROSSREF_TOKEN:
-                skipped[Problem.MINED_NOT_CROSSREF] += 1
+                counts[Problem.MINED_NOT_CROSSREF] += 1
                 continue
             new.append(NewLink(work.doi, work.type, work.occurred_at, link.relation, link.obj, token))
             hashes.add(link_hash)
+            counts[f"relation:{link.relation}"] += 1
+            counts[f"agency:{agency}"] += 1
+        if len(new) > before:
             changed[work.subject] = hashes
-    return new, changed, skipped
+            counts[f"subject-prefix:{prefix_of(work.doi)}"] += len(new) - before
+    return new, changed, counts
 
 
 def _today() -> date:
@@ -412,7 +410,7 @@ async def crawl_job(config: Config, store: Store, client: ApiClient, out: Path, 
     with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_ignore_sigint) as pool:
         crawl = Crawl(config, store, sink, client, pool, stop)
         crawl.resolver = await AgencyResolver.load(client, store)
-        reporter = asyncio.create_task(report_progress(crawl, job, config.progress_s))
+        reporter = asyncio.create_task(report_progress(crawl, job, config.progress_s, config.live))
         planner = asyncio.create_task(size_all(store, client, job, config.rows * config.window_pages))
         try:
             await crawl.run_windows(job, planner)
@@ -590,29 +588,3 @@ async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> 
         if stop.is_set():
             return Outcome(130, f"stopped cleanly after {figures}; run the same command again to finish")
         return Outcome(1 if bad else 0, f"ingested {figures}; output in {out}")
-
-
-async def report_progress(crawl: Crawl, job: str, every_s: float) -> None:
-    """One plain line per interval: where the run stands and how fast it goes."""
-    if every_s <= 0:
-        return
-    while True:
-        await asyncio.sleep(every_s)
-        log.warning("%s", await progress_line(crawl, job))
-
-
-async def progress_line(crawl: Crawl, job: str) -> str:
-    summary = (await crawl.store.window_summary()).get(job, {})
-    windows = sum(summary.get(s, 0) for s in ("unsized", "pending", "running", "done", "short", "failed"))
-    elapsed = max(time.monotonic() - crawl.progress.started, 1e-9)
-    p = crawl.progress
-    stats = crawl.client.stats
-    remaining = max(summary.get("planned", 0) - summary.get("works", 0), 0)
-    rate = p.works / elapsed
-    eta = f"{remaining / rate / 60:.0f} min" if rate > 0 and not summary.get("unsized") else "?"
-    return (
-        f"windows {summary.get('done', 0)}/{windows} done ({summary.get('running', 0)} running), "
-        f"{summary.get('works', 0):,} works, {summary.get('events', 0):,} events; "
-        f"{p.pages / elapsed:.2f} pages/s, {rate:,.0f} works/s; ETA {eta}; "
-        f"{crawl.client.limiter.describe()}; retries {stats.retries}, 429s {stats.throttled}"
-    )

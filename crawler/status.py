@@ -1,49 +1,167 @@
-"""`crawler status`: where a job stands, read from the state file (safe beside a live run)."""
+"""`crawler status` and `crawler stats`: what a state file knows, as a table or as JSON.
+
+Both only read the state (safe beside a live run) and never the output files, so they answer
+in milliseconds even after a backfill of the whole corpus.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 from crawler.store import WINDOW_STATUSES, Store
 
+BREAKDOWNS = ("relation", "agency", "subject-prefix")  # counter families written per new event
+RUN_COUNTERS = ("works", "events", "pages", "retries", "429s")
 
-async def print_status(state: Path) -> int:
+
+async def _read(state: Path) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, int], Any, Any, tuple[int, int]]:
     store = await Store.open(state, readonly=True)
     try:
-        meta = await store.meta()
-        summary = await store.window_summary()
-        counters = await store.counters()
-        errors = await store.last_errors()
-        seq, offset = await store.sink_position()
+        windows = [w for job in ("backfill", "update") for w in await store.windows(job, "short", "failed")]
+        return (await store.meta(), await store.window_summary(), await store.counters(),
+                windows, await store.last_errors(), await store.sink_position())
     finally:
         await store.close()
-    print(f"state file     {state}")
-    print(f"output         {meta.get('out', '?')} (current file events-{seq:06d}, {offset:,} bytes committed)")
-    backfill = summary.get("backfill", {})
+
+
+async def status_report(state: Path) -> dict[str, Any]:
+    """Everything `crawler status` shows, as plain data (the --json output)."""
+    meta, summary, counters, unfinished, errors, (seq, offset) = await _read(state)
+
+    def windows(job: str) -> dict[str, int]:
+        return {s: summary.get(job, {}).get(s, 0) for s in WINDOW_STATUSES}
+
+    backfill = None
     if "backfill_from" in meta:
-        finished = meta.get("backfill_finished_at")
-        print(f"backfill       created {meta['backfill_from']}..{meta['backfill_until']}, started "
-              f"{meta.get('backfill_started_at', '?')}, " + (f"finished {finished}" if finished else "not finished"))
-    mark = meta.get("update_mark") or (meta.get("backfill_started_at", "")[:10] + " (backfill start)" if "backfill_started_at" in meta else None)
-    if mark:
-        print(f"high-water mark {mark}")
-    if "last_update" in meta:
-        last = json.loads(meta["last_update"])
-        print(f"last update    index dates {last['from']}..{last['until']}, finished {last['finished_at']}: "
-              f"{last['works']:,} works, {last['events']:,} new events")
-    update = summary.get("update", {})
-    if any(update.get(s) for s in ("unsized", "pending", "running", "short", "failed")):
-        running = ", ".join(f"{update.get(s, 0)} {s}" for s in WINDOW_STATUSES if update.get(s))
-        print(f"update running index dates {meta.get('update_from')}..{meta.get('update_until')}: windows {running}")
-    windows = ", ".join(f"{backfill.get(s, 0)} {s}" for s in WINDOW_STATUSES if backfill.get(s))
-    print(f"windows        {windows or 'none yet'}")
-    print(f"works          {backfill.get('works', 0):,} of {backfill.get('planned', 0):,} planned")
-    print(f"events         {counters.get('events', 0):,} written")
-    print(f"pages          {counters.get('pages', 0):,}")
-    skipped = {k: v for k, v in counters.items() if k not in ("events", "pages", "works")}
-    if skipped:
-        print("not emitted    " + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items())))
-    for where, status, error in errors:
-        print(f"last error     {where} ({status}): {error}")
+        entry = summary.get("backfill", {})
+        backfill = {
+            "from": meta["backfill_from"], "until": meta.get("backfill_until"),
+            "started_at": meta.get("backfill_started_at"), "finished_at": meta.get("backfill_finished_at"),
+            "windows": windows("backfill"), "works": entry.get("works", 0), "planned": entry.get("planned", 0),
+            "events": entry.get("events", 0),
+        }
+    mark, source = meta.get("update_mark"), "update"
+    if not mark and meta.get("backfill_started_at"):
+        mark, source = meta["backfill_started_at"][:10], "backfill start"
+    running = None
+    if any(windows("update").values()):
+        running = {"from": meta.get("update_from"), "until": meta.get("update_until"), "windows": windows("update")}
+    return {
+        "state": str(state),
+        "out": meta.get("out"),
+        "output_file": {"name": f"events-{seq:06d}", "committed_bytes": offset},
+        "backfill": backfill,
+        "update": {
+            "high_water_mark": mark,
+            "mark_from": source if mark else None,
+            "last": json.loads(meta["last_update"]) if "last_update" in meta else None,
+            "running": running,
+        },
+        "totals": {name: counters.get(name, 0) for name in RUN_COUNTERS},
+        "not_emitted": {k: v for k, v in sorted(counters.items()) if ":" not in k and k not in RUN_COUNTERS},
+        "short_windows": [
+            {"job": w.job, "start": w.start, "end": w.end, "status": w.status, "total": w.total}
+            for w in unfinished
+        ],
+        "last_errors": [{"window": where, "status": status, "error": error} for where, status, error in errors],
+    }
+
+
+async def stats_report(state: Path, top: int = 10) -> dict[str, Any]:
+    """Events by relation type, by object agency and the top subject prefixes (the --json output)."""
+    _, _, counters, _, _, _ = await _read(state)
+    families: dict[str, dict[str, int]] = {name: {} for name in BREAKDOWNS}
+    for key, value in counters.items():
+        family, _, name = key.partition(":")
+        if family in families and value:
+            families[family][name] = value
+
+    def ranked(values: dict[str, int], limit: int | None = None) -> dict[str, int]:
+        return dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+
+    return {
+        "events": counters.get("events", 0),
+        "by_relation": ranked(families["relation"]),
+        "by_agency": ranked(families["agency"]),
+        "top_subject_prefixes": ranked(families["subject-prefix"], top),
+        "subject_prefixes": len(families["subject-prefix"]),
+    }
+
+
+def _windows_line(windows: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {s}" for s, n in windows.items() if n) or "none yet"
+
+
+def status_table(report: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None, title=f"crawler status: {report['state']}", title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("output", f"{report['out'] or '?'} ({report['output_file']['name']}, "
+                  f"{report['output_file']['committed_bytes']:,} bytes committed)")
+    backfill = report["backfill"]
+    if backfill:
+        finished = backfill["finished_at"]
+        table.add_row("backfill", f"created {backfill['from']}..{backfill['until']}, started {backfill['started_at']}, "
+                      + (f"finished {finished}" if finished else "[yellow]not finished[/]"))
+        table.add_row("windows", _windows_line(backfill["windows"]))
+        table.add_row("works", f"{backfill['works']:,} of {backfill['planned']:,} planned")
+    else:
+        table.add_row("backfill", "none in this state file")
+    update = report["update"]
+    if update["high_water_mark"]:
+        table.add_row("high-water mark", f"{update['high_water_mark']} (from the {update['mark_from']})")
+    if update["last"]:
+        last = update["last"]
+        table.add_row("last update", f"index dates {last['from']}..{last['until']}, finished {last['finished_at']}: "
+                      f"{last['works']:,} works, {last['events']:,} new events")
+    if update["running"]:
+        running = update["running"]
+        table.add_row("update running", f"index dates {running['from']}..{running['until']}: {_windows_line(running['windows'])}")
+    totals = report["totals"]
+    table.add_row("events", f"{totals['events']:,} written")
+    table.add_row("requests", f"{totals['pages']:,} pages; {totals['retries']:,} retries, {totals['429s']:,} 429s")
+    if report["not_emitted"]:
+        table.add_row("not emitted", ", ".join(f"{k} {v:,}" for k, v in report["not_emitted"].items()))
+    for window in report["short_windows"]:
+        table.add_row(f"[red]{window['status']} window[/]", f"{window['job']} {window['start']}..{window['end']} "
+                      f"({window['total']} expected); run the same command again to retry it")
+    for error in report["last_errors"]:
+        table.add_row("last error", f"{error['window']} ({error['status']}): {error['error']}")
+    return table
+
+
+def stats_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"{report['events']:,} events", title_justify="left", box=None)
+    table.add_column("by", style="bold")
+    table.add_column("name")
+    table.add_column("events", justify="right")
+    for label, key in (("relation", "by_relation"), ("object agency", "by_agency"), ("subject prefix", "top_subject_prefixes")):
+        for i, (name, value) in enumerate(report[key].items()):
+            table.add_row(label if i == 0 else "", name, f"{value:,}")
+    return table
+
+
+async def print_status(state: Path, as_json: bool = False) -> int:
+    report = await status_report(state)
+    _print(report, status_table, as_json)
     return 0
+
+
+async def print_stats(state: Path, top: int = 10, as_json: bool = False) -> int:
+    report = await stats_report(state, top)
+    _print(report, stats_table, as_json)
+    return 0
+
+
+def _print(report: dict[str, Any], table, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        # Not a terminal: wide enough that no line is wrapped for the scripts that read it.
+        Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table(report))

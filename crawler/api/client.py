@@ -202,7 +202,7 @@ class ApiClient:
         def before_sleep(state: RetryCallState) -> None:
             self.stats.retries += 1
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("retrying after: %s (attempt %d)", exc, state.attempt_number)
+            log.info("retrying after: %s (attempt %d)", exc, state.attempt_number)
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(should_retry),
