@@ -8,12 +8,14 @@ problem, so one bad value never costs more than itself.
 
 from __future__ import annotations
 
+import re
+from itertools import chain
 from typing import Any, NamedTuple
 
 import msgspec
 
-from crawler.extract import unique_links
-from crawler.keys import link_hash, subject_hash
+from crawler.extract import grouped_links
+from crawler.keys import link_hashes, subject_hash
 from crawler.model import DateField, Link, Problem, Reference, RelationItem, Work
 
 
@@ -35,13 +37,33 @@ class BadPage(ValueError):
     """The body is not a work-list page (not JSON, truncated, or the wrong shape)."""
 
 
+class LinkGroup(NamedTuple):
+    """A work's links of one relation type, found the same way (mined from text or not).
+
+    Columns rather than one object per link: cheaper to build, to send between processes
+    and to filter.
+    """
+
+    relation: str
+    mined: bool
+    objs: list[str]  # lower-cased DOIs, each once
+    hashes: list[int]  # link_hash(relation, obj) per obj, same order
+
+
 class ParsedWork(NamedTuple):
     doi: str  # lower-cased
     type: str | None
     occurred_at: str | None
     subject: int  # subject_hash(doi)
-    links: list[Link]
-    hashes: list[int]  # link_hash per link, same order
+    groups: list[LinkGroup]
+
+    @property
+    def links(self) -> list[Link]:
+        return [Link(g.relation, obj, g.mined) for g in self.groups for obj in g.objs]
+
+    @property
+    def hashes(self) -> list[int]:
+        return [h for g in self.groups for h in g.hashes]
 
 
 class ParsedPage(NamedTuple):
@@ -50,6 +72,7 @@ class ParsedPage(NamedTuple):
     items: int  # items on the page, good or bad
     works: list[ParsedWork]
     problems: list[tuple[str, str, str]]  # (kind, DOI or '?', detail)
+    prefixes: set[str] = set()  # of every object on the page: what the agency lookup needs
 
 
 def parse_page(body: bytes) -> ParsedPage:
@@ -71,20 +94,25 @@ def parse_page(body: bytes) -> ParsedPage:
             parsed.append(parse_work(work))
         else:
             problems.append((Problem.NO_DOI, "?", "a record with an empty DOI"))
-    return ParsedPage(total, cursor, items, parsed, problems)
+    return ParsedPage(total, cursor, items, parsed, problems, object_prefixes(parsed))
 
 
 def parse_work(work: Work) -> ParsedWork:
     doi = work.DOI.strip().lower()
-    found = unique_links(work)
-    return ParsedWork(
-        doi,
-        work.type,
-        work.occurred_at,
-        subject_hash(doi),
-        found,
-        [link_hash(link.relation, link.obj) for link in found],
-    )
+    groups = [
+        LinkGroup(relation, mined, objs, link_hashes(relation, objs))
+        for (relation, mined), objs in grouped_links(work).items()
+    ]
+    return ParsedWork(doi, work.type, work.occurred_at, subject_hash(doi), groups)
+
+
+_OBJECT_PREFIX = re.compile(r"^[^/\n]*", re.MULTILINE)
+
+
+def object_prefixes(works: list[ParsedWork]) -> set[str]:
+    """The DOI prefixes of every object, by one regex pass over them all."""
+    objs = "\n".join(chain.from_iterable(group.objs for work in works for group in work.groups))
+    return set(_OBJECT_PREFIX.findall(objs)) - {""} if objs else set()
 
 
 def _loose_envelope(body: bytes) -> tuple[int | None, str | None, list[Any]]:

@@ -32,14 +32,14 @@ from crawler.agency import AgencyResolver
 from crawler.api.client import ApiClient, RequestStats, RetryPolicy, new_session
 from crawler.api.limits import POLITE, PUBLIC, Limiter
 from crawler.config import DEFAULT_OUT, Config
-from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_page, parse_work
+from crawler.decode import BadPage, ParsedPage, ParsedWork, object_prefixes, parse_page, parse_work
 from crawler.errors import (
     CrawlerError,
     CursorInvalid,
     RetryableError,
     StateError,
 )
-from crawler.events import CROSSREF_TOKEN, NewLink, render, token_for, utc_now
+from crawler.events import CROSSREF_TOKEN, EventRow, render, token_for, utc_now
 from crawler.extract import prefix_of
 from crawler.model import SELECT_FIELDS, Problem, Work
 from crawler.plan import size_all
@@ -211,7 +211,7 @@ class Crawl:
             state.dois.update(w.doi for w in fresh)
         state.received += len(fresh) + sum(1 for kind, _, _ in page.problems if kind == Problem.NO_DOI)
         assert self.resolver is not None
-        agencies = await self.resolver.resolve(prefix_of(l.obj) for w in fresh for l in w.links)
+        agencies = await self.resolver.resolve(page.prefixes)
         # The write and its commit must not be torn apart by a cancellation (Ctrl-C):
         # shielded, and awaited again at shutdown.
         task = asyncio.create_task(self._write(window, fresh, agencies, state, page))
@@ -313,41 +313,48 @@ class JobResult:
 
 def select_new(
     works: list[ParsedWork], seen_blobs: dict[int, bytes], agencies: dict[str, str | None]
-) -> tuple[list[NewLink], dict[int, set[int]], Counter[str]]:
+) -> tuple[list[EventRow], dict[int, set[int]], Counter[str]]:
     """The links of a page never emitted before that may become events, by the agency rules.
 
-    Returns them, the updated seen-sets of the subjects they belong to, and counts for the
-    state: what was skipped and why, and the new events by relation, object agency and
-    subject prefix (`crawler stats` reads these instead of the output).
+    Returns them as event rows, the updated seen-sets of the subjects they belong to, and
+    counts for the state: what was skipped and why, and the new events by relation, object
+    agency and subject prefix (`crawler stats` reads these instead of the output).
     """
     known: dict[int, set[int]] = {}
     changed: dict[int, set[int]] = {}
-    new: list[NewLink] = []
+    rows: list[EventRow] = []
     counts: Counter[str] = Counter()
+    tokens = {prefix: token_for(agency) for prefix, agency in agencies.items()}
+    new_prefixes: list[str] = []
     for work in works:
         hashes = known.get(work.subject)
         if hashes is None:
             hashes = known[work.subject] = set(unpack(seen_blobs.get(work.subject, b"")))
-        before = len(new)
-        for link, link_hash in zip(work.links, work.hashes):
-            if link_hash in hashes:
-                continue
-            agency = agencies[prefix_of(link.obj)]
-            token = token_for(agency)
-            if token is None:
-                counts[Problem.UNKNOWN_AGENCY] += 1
-                continue
-            if link.mined and token != CROSSREF_TOKEN:
-                counts[Problem.MINED_NOT_CROSSREF] += 1
-                continue
-            new.append(NewLink(work.doi, work.type, work.occurred_at, link.relation, link.obj, token))
-            hashes.add(link_hash)
-            counts[f"relation:{link.relation}"] += 1
-            counts[f"agency:{agency}"] += 1
-        if len(new) > before:
+        before = len(rows)
+        for relation, mined, objs, link_hashes in work.groups:
+            group_start = len(rows)
+            for obj, link_hash in zip(objs, link_hashes):
+                if link_hash in hashes:
+                    continue
+                prefix = obj[: obj.index("/")]
+                token = tokens[prefix]
+                if token is None:
+                    counts[Problem.UNKNOWN_AGENCY] += 1
+                    continue
+                if mined and token != CROSSREF_TOKEN:
+                    counts[Problem.MINED_NOT_CROSSREF] += 1
+                    continue
+                rows.append((work.doi, work.type, work.occurred_at, relation, obj, token))
+                hashes.add(link_hash)
+                new_prefixes.append(prefix)
+            if len(rows) > group_start:
+                counts[f"relation:{relation}"] += len(rows) - group_start
+        if len(rows) > before:
             changed[work.subject] = hashes
-            counts[f"subject-prefix:{prefix_of(work.doi)}"] += len(new) - before
-    return new, changed, counts
+            counts[f"subject-prefix:{prefix_of(work.doi)}"] += len(rows) - before
+    for prefix, n in Counter(new_prefixes).items():
+        counts[f"agency:{agencies[prefix]}"] += n
+    return rows, changed, counts
 
 
 def _today() -> date:
@@ -575,7 +582,7 @@ async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> 
                         log.warning("%s:%s: %s", problem.path, problem.line or "?", problem.message)
                     if works:
                         parsed = await crawl._in_pool(_parse_works, works)
-                        page = ParsedPage(None, None, len(works), parsed, [])
+                        page = ParsedPage(None, None, len(works), parsed, [], object_prefixes(parsed))
                         await crawl.commit_page(None, page, _ScrollState())
                     if config.progress_s and time.monotonic() - last_report >= config.progress_s:
                         last_report = time.monotonic()

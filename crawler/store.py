@@ -22,7 +22,7 @@ import aiosqlite
 
 from crawler.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: xxh3 link hashes, packed unsigned
 APPLICATION_ID = 0x43524C52  # "CRLR": tells our state files from any other SQLite file
 
 _SCHEMA = """
@@ -70,11 +70,11 @@ class Window:
 
 
 def _pack(hashes: Iterable[int]) -> bytes:
-    return array("q", sorted(hashes)).tobytes()
+    return array("Q", sorted(hashes)).tobytes()
 
 
 def unpack(blob: bytes) -> array:
-    packed = array("q")
+    packed = array("Q")
     packed.frombytes(blob)
     return packed
 
@@ -165,6 +165,12 @@ class Store:
             raise StateError(
                 f"{self.path} has schema version {version}, newer than this crawler "
                 f"understands ({SCHEMA_VERSION}); upgrade the crawler"
+            )
+        if version < SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} has schema version {version}, from a development version of the "
+                f"crawler whose link hashes differ from today's ({SCHEMA_VERSION}); start a new "
+                "state file and output directory"
             )
         if not readonly:
             # NORMAL in WAL: a power cut may lose the last commits, never consistency; the

@@ -67,14 +67,16 @@ def _expected_reference_objects(record: dict) -> set[str]:
 def test_any_record_shape_is_survived_and_good_parts_kept(records):
     page = parse_page(_page(records))
     assert page.items == len(records)
-    by_doi = {w.doi: w for w in page.works}
+    by_doi: dict[str, set[str]] = {}  # a DOI may come twice on a page: each record's links count
+    for w in page.works:
+        by_doi.setdefault(w.doi, set()).update(
+            link.obj for link in w.links if link.relation == "references" and not link.mined
+        )
     for record in records:
         expected = _expected_reference_objects(record if isinstance(record, dict) else {})
         if not expected:
             continue
-        work = by_doi[record["DOI"].strip().lower()]
-        got = {link.obj for link in work.links if link.relation == "references" and not link.mined}
-        assert expected <= got
+        assert expected <= by_doi[record["DOI"].strip().lower()]
     for kind, doi, detail in page.problems:
         assert kind in (Problem.NO_DOI, Problem.BAD_FIELD) and detail
 
@@ -111,3 +113,42 @@ def test_huge_reference_list_and_long_non_ascii_dois():
     objs = {link.obj for link in work.links}
     assert len(objs) == 40_001 and long_doi.lower() in objs
     assert work.doi.startswith("10.1000/äö-")
+
+
+# The parsers' batch fast path must agree with the per-value rules on any input.
+DOI_PIECES = st.sampled_from([
+    "10.1234/abc", "10.12/x", "10.12345/A b", "10.5555/ÄİẞK", "10.99999/(x)", "10.1/y", "10.123456789/z",
+    "https://doi.org/", "HTTP://DX.DOI.ORG/", "doi:", " ", "\t", "\u00a0", "\n", "\u2028", "\x85", "x", ".", "",
+])
+FIELDS = st.lists(st.one_of(st.none(), st.lists(DOI_PIECES, max_size=4).map("".join)), max_size=12)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(FIELDS)
+def test_batch_normalization_equals_the_per_value_rule(values):
+    from crawler.extract import normalize_doi, normalize_many
+
+    assert normalize_many(values) == [normalize_doi(v) for v in values]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(FIELDS, st.lists(st.one_of(st.none(), st.lists(DOI_PIECES, max_size=5).map(" ".join)), max_size=12),
+       st.sampled_from(["10.1234/abc", "10.5555/äiẞk"]))
+def test_grouped_links_equal_the_rules_link_by_link(dois, texts, subject):
+    """`grouped_links` (whole lists at once) against `links` (one reference at a time) + dedupe."""
+    import msgspec
+
+    from crawler.extract import grouped_links, links
+    from crawler.model import Work
+
+    refs = [{"DOI": d, "unstructured": t} for d, t in zip(dois, texts + [None] * len(dois))]
+    relation = {"references": [{"id-type": "doi", "id": d} for d in dois[:2] if d is not None]}
+    work = msgspec.convert({"DOI": subject, "reference": refs, "relation": relation}, Work)
+    chosen: dict[tuple[str, str], bool] = {}
+    for link in links(work):
+        if link.obj != subject.lower():
+            key = (link.relation, link.obj)
+            chosen[key] = chosen.get(key, True) and link.mined
+    expected = {(rel, obj, mined) for (rel, obj), mined in chosen.items()}
+    got = {(rel, obj, mined) for (rel, mined), objs in grouped_links(work).items() for obj in objs}
+    assert got == expected

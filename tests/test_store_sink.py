@@ -17,11 +17,24 @@ async def test_schema_versioned_and_reopened(tmp_path):
     async with await Store.open(path) as store:
         await store.set_meta({"backfill_from": "2020-01-01"})
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
     async with await Store.open(path) as store:
         assert (await store.meta())["backfill_from"] == "2020-01-01"
+
+
+async def test_a_state_file_with_other_link_hashes_is_refused_untouched(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    async with await Store.open(path):
+        pass
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version=1")  # what the first development version wrote
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="link hashes differ"):
+        await Store.open(path)
+    assert path.read_bytes() == before
 
 
 async def test_second_opener_is_refused_while_first_holds_it(tmp_path):
