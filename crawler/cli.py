@@ -393,7 +393,8 @@ def _backfill(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
-    from crawler.pipeline import update
+    from crawler.errors import RetryableError
+    from crawler.pipeline import Outcome, update
 
     config = _connected_config(args)
     if not args.follow:
@@ -402,11 +403,18 @@ def _update(args: argparse.Namespace) -> int:
     async def follow(stop: asyncio.Event) -> object:
         since = args.since
         while True:
-            outcome = await update(config, stop, since)
+            failed = None
+            try:
+                outcome = await update(config, stop, since)
+            except RetryableError as exc:  # the API stayed down past every retry: try next round
+                failed = outcome = Outcome(1, f"update failed: {exc}")
             since = None  # --since only overrides the first round
             if stop.is_set() or outcome.code not in (0, 1):
                 return outcome
-            print(f"crawler: {outcome.message}", flush=True)
+            if failed:
+                log.warning("%s; everything so far is saved, trying again in %.0f s", failed.message, args.interval)
+            else:
+                print(f"crawler: {outcome.message}", flush=True)
             log.info("next update in %.0f s (Ctrl-C to stop)", args.interval)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=args.interval)

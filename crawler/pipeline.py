@@ -224,7 +224,7 @@ class Crawl:
             seen_blobs = await self.store.seen_links([w.subject for w in works])
             # Plain Python over every link of the page: in a thread, so the loop keeps sending.
             new, changed, counts = await asyncio.to_thread(select_new, works, seen_blobs, agencies)
-            offset = self.sink.offset
+            offset = before = self.sink.offset
             if new:
                 data = await self._in_pool(render, new, utc_now())
                 offset = await asyncio.to_thread(self.sink.append, data)
@@ -241,17 +241,24 @@ class Crawl:
             self._reported = (stats.retries, stats.throttled)
             counters.update(counts)
             counters.update(Counter(kind for kind, _, _ in page.problems))
-            await self.store.commit_page(
-                window_id=window.id if window is not None else None,
-                works=len(works),
-                received=state.received,
-                cursor=state.cursor,
-                seen=changed,
-                events=len(new),
-                sink_seq=self.sink.seq,
-                sink_offset=offset,
-                counters=counters,
-            )
+            try:
+                await self.store.commit_page(
+                    window_id=window.id if window is not None else None,
+                    works=len(works),
+                    received=state.received,
+                    cursor=state.cursor,
+                    seen=changed,
+                    events=len(new),
+                    sink_seq=self.sink.seq,
+                    sink_offset=offset,
+                    counters=counters,
+                )
+            except StateError:
+                # Not committed (the transaction rolled back): the page's events must leave
+                # the file too, or renaming it would keep them and the redone page repeat them.
+                if self.sink.offset != before:
+                    await asyncio.to_thread(self.sink.rollback, before)
+                raise
             self.progress.pages += 1
             self.progress.works += len(works)
             self.progress.events += len(new)
@@ -271,11 +278,12 @@ class Crawl:
         cuts it back to the committed length.
         """
         await asyncio.gather(*list(self._commits), return_exceptions=True)
+        path = self.sink.path()
         try:
             async with self._commit_lock:
                 await self._finish_file()
         except (CrawlerError, OSError) as exc:
-            log.warning("left %s for the next run to complete (%s)", self.sink.path(), exc)
+            log.warning("left %s for the next run to complete (%s)", path, exc)
         finally:
             self.sink.close()
 

@@ -26,6 +26,9 @@ class Sink:
         self.offset = offset
         self.rotate_bytes = rotate_bytes
         self._file: int | None = None
+        # Set when the file holds bytes the state never committed and they could not be cut
+        # off: nothing more may be appended or renamed; the next start's recover() cuts them.
+        self.stuck = False
 
     def path(self, seq: int | None = None, *, final: bool = False) -> Path:
         name = f"events-{self.seq if seq is None else seq:06d}"
@@ -63,6 +66,8 @@ class Sink:
 
     def append(self, data: bytes) -> int:
         """Append and fsync; returns the new length to commit. Blocking: call in a thread."""
+        if self.stuck:
+            raise OutputError(f"{self.path()} holds uncommitted bytes; the next run cuts them off")
         if self._file is None:
             try:
                 self._file = os.open(self.path(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -80,10 +85,20 @@ class Sink:
             try:
                 os.truncate(self.path(), self.offset)
             except OSError:
-                pass  # recover() will do it on the next start
+                self.stuck = True  # recover() will do it on the next start; rename nothing before
             raise OutputError(f"cannot write {self.path()}: {exc.strerror or exc}") from None
         self.offset += len(data)
         return self.offset
+
+    def rollback(self, offset: int) -> None:
+        """Cut the file back to `offset` after the state failed to commit what was appended
+        past it: those events belong to a page that will be fetched and written again."""
+        self._close()
+        try:
+            os.truncate(self.path(), offset)
+        except OSError:
+            self.stuck = True
+        self.offset = offset
 
     def wants_rotation(self) -> bool:
         return self.offset >= self.rotate_bytes
@@ -91,7 +106,7 @@ class Sink:
     def finish_file(self) -> Path | None:
         """Give the current part file its final name; the caller commits (seq, 0) next."""
         self._close()
-        if self.offset == 0:
+        if self.offset == 0 or self.stuck:
             return None
         final = self.path(final=True)
         os.replace(self.path(), final)

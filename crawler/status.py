@@ -50,7 +50,7 @@ async def status_report(state: Path) -> dict[str, Any]:
     if not mark and meta.get("backfill_started_at"):
         mark, source = meta["backfill_started_at"][:10], "backfill start"
     running = None
-    if any(windows("update").values()):
+    if any(n for s, n in windows("update").items() if s != "done"):  # done windows stay until the next update
         running = {"from": meta.get("update_from"), "until": meta.get("update_until"), "windows": windows("update")}
     return {
         "state": str(state),

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -119,6 +120,8 @@ class SimConfig:
 class SimStats:
     requests: int = 0  # /works requests
     pages: int = 0  # scroll pages served
+    first_page_at: float | None = None  # time.monotonic() of the first and last page served
+    last_page_at: float | None = None
     scrolls: int = 0
     over_limit: Counter[str] = field(default_factory=Counter)  # by pool
     over_limit_why: Counter[str] = field(default_factory=Counter)  # "rate" or "concurrency"
@@ -130,6 +133,7 @@ class SimStats:
     user_agents: set[str] = field(default_factory=set)
     mailtos: set[str] = field(default_factory=set)
     unauthorized: int = 0
+    cursors_sent: Counter[str] = field(default_factory=Counter)  # continuation cursors received
 
 
 @dataclass
@@ -143,6 +147,7 @@ class _Scroll:
     position: int = 0
     page: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    filters: dict[str, str] = field(default_factory=dict)
 
 
 def _draw(seed: int, *key: object) -> float:
@@ -247,6 +252,10 @@ class SimulatorApp:
         self._pending_changes = sorted(self.faults.limit_changes, key=lambda c: c.after_requests)
         self._index_version = -1
         self._encoded: dict[tuple[int, tuple[str, ...] | None], bytes] = {}
+        # A test hook: on_page(filters, pages served by that scroll so far) runs each time a
+        # scroll serves a page, e.g. to change the corpus while a crawl is in flight (a scroll
+        # that has started keeps serving its snapshot, as a search snapshot does).
+        self.on_page: Callable[[dict[str, str], int], None] | None = None
 
     def application(self) -> web.Application:
         app = web.Application()
@@ -260,6 +269,8 @@ class SimulatorApp:
         stats = self.stats
         return web.json_response({
             "requests": stats.requests, "pages": stats.pages, "scrolls": stats.scrolls,
+            "pages_per_s": (stats.pages - 1) / (stats.last_page_at - stats.first_page_at)
+            if stats.pages > 1 and stats.last_page_at != stats.first_page_at else None,
             "over_limit": dict(stats.over_limit), "over_limit_why": dict(stats.over_limit_why),
             "max_in_flight": dict(stats.max_in_flight), "pools": dict(stats.pools),
             "faults": dict(stats.faults), "ra_requests": stats.ra_requests,
@@ -334,9 +345,18 @@ class SimulatorApp:
         headers = self.limits.headers(pool)
         query = request.query
         request_key = tuple(sorted((k, v) for k, v in query.items() if k != "mailto"))
+        if query.get("cursor", "*") != "*":
+            self.stats.cursors_sent[query["cursor"]] += 1
+        scroll_now = self.scrolls.get(query.get("cursor", "*"))
+        if scroll_now is not None:
+            # A continuation is named by its scroll's query, number and page, not by the cursor
+            # (a fresh one per scroll): the draw is seeded, and restarted windows get past it.
+            request_key = ("page", scroll_now.query, scroll_now.number, scroll_now.page)
         attempt = self.attempts[request_key]
         self.attempts[request_key] += 1
-        failure = self._injected_error(request_key, attempt)
+        failure = None
+        if scroll_now is None or scroll_now.number < self.faults.fault_scrolls:
+            failure = self._injected_error(request_key, attempt)
         if failure is not None:
             self.stats.faults[f"error-{failure.status}"] += 1
             return failure
@@ -381,6 +401,10 @@ class SimulatorApp:
         scroll.page += 1
         scroll.last_used = time.monotonic()
         self.stats.pages += 1
+        self.stats.last_page_at = time.monotonic()
+        self.stats.first_page_at = self.stats.first_page_at or self.stats.last_page_at
+        if self.on_page is not None:
+            self.on_page(scroll.filters, scroll.page)
         served = duplicates + items
         await self._latency(len(served))
         body = self._page(cursor, scroll.total, served, scroll.rows, scroll.select)
@@ -432,7 +456,7 @@ class SimulatorApp:
         self.scroll_counts[query] += 1
         self.stats.scrolls += 1
         served = [w for w in works if w["DOI"] not in self.faults.hidden_dois] if self.faults.hidden_dois else list(works)
-        scroll = _Scroll(query, served, len(works), max(rows, 1), select, number)
+        scroll = _Scroll(query, served, len(works), max(rows, 1), select, number, filters=dict(filters))
         if len(served) > 1 and self._strikes("short", scroll, self.faults.short_rate):
             cut = 1 + int(_draw(self.faults.seed, "cut", query, number) * (len(served) - 1))
             scroll.items = served[:cut]

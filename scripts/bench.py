@@ -1,0 +1,392 @@
+"""Benchmarks of issue "fast": every figure beside its target and its baseline, in one table.
+
+    .venv/bin/python scripts/bench.py            # about 4 minutes on a 2-core machine
+    .venv/bin/python scripts/bench.py --big      # adds the 100 M-key point of the seen store
+
+Only loopback addresses are contacted (the bundled simulator). Timings are medians of several
+runs within this one process; machines here are shared, so compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from hashlib import blake2b
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from crawler.decode import parse_page  # noqa: E402
+from crawler.events import render  # noqa: E402
+from crawler.model import SELECT_FIELDS  # noqa: E402
+
+SAMPLES = ROOT.parent / "shared" / "crossref-samples"
+HEAVY = SAMPLES / "rest-api" / "works-list-heavy-100.json"
+ROWS: list[tuple[str, str, str, str]] = []  # (figure, measured, target, baseline)
+
+
+def row(figure: str, measured: str, target: str = "", baseline: str = "") -> None:
+    ROWS.append((figure, measured, target, baseline))
+    print(f"  {figure}: {measured}" + (f"  (target {target})" if target else "") + (f"  [baseline {baseline}]" if baseline else ""), flush=True)
+
+
+def median_time(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# -- heavy pages ---------------------------------------------------------------------------------
+def heavy_items(n: int, trimmed: bool, salt: str = "") -> list[dict]:
+    """n works shaped like the heavy sample (about 58 references each), with distinct DOIs."""
+    items = json.loads(HEAVY.read_text())["message"]["items"]
+    keep = set(SELECT_FIELDS)
+    out = []
+    for i in range(n):
+        item = items[i % len(items)]
+        item = {k: v for k, v in item.items() if k in keep} if trimmed else dict(item)
+        item["DOI"] = f"{item['DOI']}.{salt}{i}"
+        out.append(item)
+    return out
+
+
+def page_body(items: list[dict]) -> bytes:
+    return json.dumps({"status": "ok", "message-type": "work-list", "message": {
+        "facets": {}, "next-cursor": "DnF1ZXJ5+/=", "total-results": 10**6, "items": items}}).encode()
+
+
+_B_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)\s*", re.IGNORECASE)
+_B_VALID = re.compile(r"10\.[0-9]{4,9}/\S+")
+_B_TEXT = re.compile(r"10\.[0-9]{4,9}/\S+")
+
+
+def baseline_links(body: bytes) -> list[tuple[str, str, str]]:
+    """The obvious implementation: json.loads, walk the dicts, one regex and hash per link."""
+    keys = []
+    for item in json.loads(body)["message"]["items"]:
+        subject = item["DOI"].lower()
+        for ref in item.get("reference") or []:
+            doi = _B_PREFIX.sub("", (ref.get("DOI") or "").strip()).strip()
+            if _B_VALID.fullmatch(doi):
+                obj = doi.lower()
+            else:
+                found = _B_TEXT.search(ref.get("unstructured") or "")
+                if not found:
+                    continue
+                obj = found.group().rstrip(".,;:").lower()
+            keys.append((subject, "references", obj))
+        for name, entries in (item.get("relation") or {}).items():
+            for entry in entries:
+                if str(entry.get("id-type", "")).lower() == "doi":
+                    keys.append((subject, name, _B_PREFIX.sub("", entry["id"]).lower()))
+    for key in keys:
+        blake2b("\n".join(key).encode(), digest_size=8).digest()
+    return keys
+
+
+def bench_decode() -> None:
+    print("decode and extract (one core, body -> link keys, 1000-row heavy pages)")
+    for trimmed in (True, False):
+        body = page_body(heavy_items(1000, trimmed))
+        links = sum(len(w.links) for w in parse_page(body).works)
+        ours = median_time(lambda: parse_page(body))
+        base = median_time(lambda: baseline_links(body), 3)
+        what = "select-trimmed (what the crawler receives)" if trimmed else "full records"
+        row(f"decode+extract, {what}, {len(body) / 1e6:.1f} MB/page, {links:,} links",
+            f"{1000 / ours:,.0f} works/s", "30,000 works/s" if trimmed else "",
+            f"json.loads + dict walk {1000 / base:,.0f} works/s; ratio {base / ours:.1f}x")
+
+
+# -- write ---------------------------------------------------------------------------------------
+def baseline_write(keys: list[tuple[str, str, str]]) -> bytes:
+    ns = uuid.uuid5(uuid.NAMESPACE_URL, "x")
+    lines = []
+    for subject, relation, obj in keys:
+        lines.append(json.dumps({
+            "id": str(uuid.uuid5(ns, f"{subject}\n{relation}\n{obj}")), "subj_id": "https://doi.org/" + subject,
+            "obj_id": "https://doi.org/" + obj, "relation_type_id": relation, "source_id": "crossref",
+            "source_token": "36c35e23-8757-4a9d-aacf-345e9b7eb50d", "occurred_at": "2021-01-01T00:00:00Z",
+            "timestamp": "2026-01-01T00:00:00Z", "action": "add", "license": "x", "terms": "y", "evidence_record": None,
+            "subj": {"pid": subject, "url": subject, "work_type_id": "journal-article"},
+            "obj": {"pid": obj, "url": obj, "method": "doi-literal", "verification": "literal"}}))
+    return gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6)
+
+
+async def _write_pages(directory: Path, pages: list) -> tuple[float, int, int]:  # type: ignore[type-arg]
+    """select_new + render + append + commit, one page after another, in this process."""
+    from crawler.pipeline import select_new
+    from crawler.sink import Sink
+    from crawler.store import Store
+
+    store = await Store.open(directory / "state.sqlite3")
+    (directory / "out").mkdir()
+    sink = Sink(directory / "out", 1, 0, 1 << 40)
+    agencies = {p: "Crossref" for page in pages for p in page.prefixes}
+    events = 0
+    start = time.perf_counter()
+    for page in pages:
+        seen = await store.seen_links([w.subject for w in page.works])
+        rows, changed, counts = select_new(page.works, seen, agencies)
+        data = render(rows, "2026-11-23T00:00:00Z")
+        offset = sink.append(data)
+        await store.commit_page(window_id=None, works=len(page.works), received=0, cursor=None, seen=changed,
+                                events=len(rows), sink_seq=sink.seq, sink_offset=offset, counters=counts)
+        events += len(rows)
+    elapsed = time.perf_counter() - start
+    size = sink.offset
+    await store.close()
+    return elapsed, events, size
+
+
+def bench_write() -> None:
+    print("write (one core, link keys -> committed gzip output and state)")
+    pages = [parse_page(page_body(heavy_items(1000, True, salt=f"p{i}-"))) for i in range(4)]
+    rates = []
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as tmp:
+            elapsed, events, size = asyncio.run(_write_pages(Path(tmp), pages))
+            rates.append(events / elapsed)
+    keys = [(w.doi, link.relation, link.obj) for w in pages[0].works for link in w.links]
+    base = median_time(lambda: baseline_write(keys), 3)
+    rows = [(w.doi, "journal-article", None, link.relation, link.obj, "t") for w in pages[0].works for link in w.links]
+    sizes = {level: len(render(rows, "2026-11-23T00:00:00Z", level)) for level in (1, 6)}
+    row(f"write, {events:,} events in 4 pages", f"{statistics.median(rates):,.0f} events/s", "250,000 events/s",
+        f"dict + uuid5 + json.dumps + gzip 6: {len(keys) / base:,.0f} events/s; ratio {statistics.median(rates) * base / len(keys):.1f}x")
+    row("output size per event", f"{sizes[1] / len(rows):.0f} B at gzip 1", "", f"{sizes[6] / len(rows):.0f} B at gzip 6")
+
+
+# -- the seen-key store --------------------------------------------------------------------------
+async def _seen_curve(directory: Path, points: list[int], keys_per_subject: int = 13) -> list[tuple[int, float, float]]:
+    from crawler.store import Store
+
+    store = await Store.open(directory / "seen.sqlite3")
+    rng = random.Random(7)
+    held = 0
+    results = []
+    batch_subjects = 1000
+
+    async def add(n_keys: int) -> None:
+        nonlocal held
+        for _ in range(n_keys // (batch_subjects * keys_per_subject)):
+            subjects = [rng.getrandbits(63) for _ in range(batch_subjects)]
+            await store.seen_links(subjects)
+            seen = {s: {rng.getrandbits(64) for _ in range(keys_per_subject)} for s in subjects}
+            await store.commit_page(window_id=None, works=0, received=0, cursor=None, seen=seen, events=0,
+                                    sink_seq=1, sink_offset=0, counters={})
+            held += batch_subjects * keys_per_subject
+
+    for point in points:
+        await add(point - held)
+        probe = 1_000_000
+        start = time.perf_counter()
+        await add(probe)
+        rate = probe / (time.perf_counter() - start)
+        await store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = (directory / "seen.sqlite3").stat().st_size
+        results.append((held, rate, size / held))
+    await store.close()
+    return results
+
+
+def bench_seen(big: bool) -> None:
+    print("seen-key store (new keys/s while holding N keys; bytes per key on disk)")
+    points = [1_000_000, 10_000_000] + ([100_000_000] if big else [])
+    with tempfile.TemporaryDirectory(dir=ROOT / "state") as tmp:
+        for held, rate, per_key in asyncio.run(_seen_curve(Path(tmp), points)):
+            row(f"seen store at {held / 1e6:,.0f} M keys", f"{rate:,.0f} keys/s, {per_key:.1f} B/key",
+                "300,000 keys/s at 100 M, <= 10 B/key", "one row per key: ~15 B/key, ~120,000 keys/s by 5 M")
+
+
+# -- against the simulator -----------------------------------------------------------------------
+def start_simulator(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "crawler.simulator", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise SystemExit(f"the simulator did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def sim_stats(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/_simulator/stats", timeout=10) as resp:
+        return json.load(resp)
+
+
+def crawler_cmd(url: str, directory: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "crawler", "backfill", "--api-url", url, "--ra-url", f"{url}/ra",
+            "--mailto", "bench@example.org", "--state", str(directory / "state.sqlite3"),
+            "--out", str(directory / "events"), "--progress", "0", "--quiet", *extra]
+
+
+async def _sequential(url: str, pages: int) -> float:
+    """How habanero, crossrefapi and rcrossref page: one cursor, one request at a time."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        cursor, start, n = "*", time.perf_counter(), 0
+        while n < pages:
+            async with session.get(f"{url}/works", params={"rows": "1000", "cursor": cursor,
+                                                          "mailto": "bench@example.org"}) as resp:
+                doc = await resp.json()
+            cursor, n = doc["message"]["next-cursor"], n + 1
+        return n / (time.perf_counter() - start)
+
+
+def bench_rate() -> None:
+    print("rate budget (polite pool 3/s and 3 concurrent; page latency 0.6 s + 1 ms/row; 1000 rows)")
+    proc, url = start_simulator("--works", "60000", "--refs-mean", "8", "--latency", "0.6",
+                                "--latency-per-row", "0.001", "--rate", "3", "--concurrency", "3")
+    try:
+        bound = min(3.0, 3 / (0.6 + 0.001 * 1000))
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run(crawler_cmd(url, Path(tmp), "--window-pages", "5"), capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(done.stderr)
+        stats = sim_stats(url)
+        ours = stats["pages_per_s"]
+        sequential = asyncio.run(_sequential(url, 10))
+        over = sum(stats["over_limit"].values())
+        row(f"pages/s, {stats['pages']} pages, bound {bound:.3f}", f"{ours:.3f} ({ours / bound:.1%} of bound); "
+            f"{over} requests over the limits", ">= 95% of bound, 0 over",
+            f"single cursor, sequential: {sequential:.3f} pages/s; ratio {ours / sequential:.1f}x")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its children (the parser pool)."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+        for child in children:
+            pids += [int(c) for c in Path(f"/proc/{child}/task/{child}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def _peak_rss(works: int) -> tuple[int, int, float]:
+    proc, url = start_simulator("--works", str(works), "--refs-mean", "58", "--rate", "100", "--concurrency", "8")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.monotonic()
+            crawler = subprocess.Popen(crawler_cmd(url, Path(tmp), "--concurrency", "8", "--window-pages", "2"),
+                                       stderr=subprocess.PIPE, text=True)
+            peak = 0
+            while crawler.poll() is None:
+                peak = max(peak, _tree_rss(crawler.pid))
+                time.sleep(0.1)
+            if crawler.returncode:
+                raise SystemExit(crawler.stderr.read() if crawler.stderr else "crawler failed")
+            return peak, sim_stats(url)["pages"], time.monotonic() - start
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def bench_memory() -> None:
+    print("memory (peak RSS of the crawler and its parser processes; concurrency 8, heavy 1000-row pages)")
+    small, pages_small, _ = _peak_rss(2000)
+    large, pages_large, _ = _peak_rss(40000)
+    row(f"peak RSS, 2,000 works ({pages_small} pages)", f"{small / 2**20:,.0f} MB", "<= 300 MB")
+    row(f"peak RSS, 40,000 works ({pages_large} pages)", f"{large / 2**20:,.0f} MB ({large / small - 1:+.0%})",
+        "within 10% of the small corpus")
+
+
+async def _stalls(url: str, directory: Path) -> list[float]:
+    from crawler.config import Config
+    from crawler.pipeline import backfill
+
+    stalls: list[float] = []
+
+    async def watch() -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            stalls.append(time.perf_counter() - start - 0.005)
+
+    watcher = asyncio.create_task(watch())
+    config = Config(state=directory / "state.sqlite3", out=directory / "events", api_url=url, ra_url=f"{url}/ra",
+                    mailto="bench@example.org", concurrency=8, window_pages=2, progress_s=0)
+    outcome = await backfill(config, asyncio.Event())
+    watcher.cancel()
+    if outcome.code:
+        raise SystemExit(outcome.message)
+    return stalls
+
+
+def bench_stalls() -> None:
+    print("responsiveness (event-loop stalls during a heavy backfill, concurrency 8)")
+    proc, url = start_simulator("--works", "8000", "--refs-mean", "58", "--rate", "100", "--concurrency", "8")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            stalls = sorted(asyncio.run(_stalls(url, Path(tmp))))
+    finally:
+        proc.terminate()
+        proc.wait()
+    p99 = stalls[int(len(stalls) * 0.99)]
+    row("worst event-loop stall", f"{stalls[-1] * 1e3:.0f} ms (p99 {p99 * 1e3:.1f} ms, {len(stalls):,} samples)", "< 50 ms")
+
+
+def bench_arithmetic() -> None:
+    print("full-corpus arithmetic")
+    items = heavy_items(1000, True)
+    body = page_body(items)
+    links = sum(len(w.links) for w in parse_page(body).works)
+    works = 180e6
+    bound = min(3.0, 3 / (0.6 + 0.001 * 1000)) * 1000  # works/s in the polite pool
+    row("polite-pool ceiling", f"{bound:,.0f} works/s -> {works / bound / 86400:.1f} days for 180 M works")
+    row("bytes per work (heavy, trimmed)", f"{len(body) / 1000 / 1024:.1f} KiB decompressed; {links / 1000:.0f} candidate links")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--big", action="store_true", help="also measure the seen store at 100 M keys (slow)")
+    parser.add_argument("--only", choices=("decode", "write", "seen", "rate", "memory", "stalls", "arithmetic"))
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    steps = {"decode": bench_decode, "write": bench_write, "seen": lambda: bench_seen(args.big), "rate": bench_rate,
+             "memory": bench_memory, "stalls": bench_stalls, "arithmetic": bench_arithmetic}
+    for name, step in steps.items():
+        if args.only in (None, name):
+            step()
+    print()
+    print("| figure | measured | target | baseline |")
+    print("|---|---|---|---|")
+    for figure, measured, target, baseline in ROWS:
+        print(f"| {figure} | {measured} | {target} | {baseline} |")
+
+
+if __name__ == "__main__":
+    main()
