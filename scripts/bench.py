@@ -201,7 +201,7 @@ async def _seen_curve(directory: Path, points: list[int], keys_per_subject: int 
         rate = probe / (time.perf_counter() - start)
         await store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size = (directory / "seen.sqlite3").stat().st_size
-        results.append((held, rate, size / held))
+        results.append((point, rate, size / held))  # the rate of adding keys while holding `point`
     await store.close()
     return results
 
