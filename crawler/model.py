@@ -1,6 +1,6 @@
 """The values that flow between stages.
 
-`Work` is what both readers produce (the REST API's JSON via `decode`, Crossref XML via `xml`):
+`Work` is what both readers produce (the REST API's JSON via `decode`, Crossref XML via `xmlreader`):
 only the fields the events need, shaped like the API's JSON so that typed decoding can fill it
 directly. `Link` is what extraction makes of a work; `Problem` names a kind of bad data.
 """
