@@ -85,7 +85,8 @@ def run_demo(works: int, seed: int, directory: Path, live: bool = False) -> int:
     print(f"demo: {outcome.message}")  # type: ignore[attr-defined]
     total, by_relation, by_agent = summarize(directory / "events")
     print(f"demo: {total:,} events in {elapsed:.1f} s; the simulator answered {served['requests']:,} "
-          f"requests and counted {sum(served['over_limit'].values())} over its limits {served['over_limit_why'] or ''}")
+          f"requests and counted {sum(served['over_limit'].values())} over its limits"
+          + (f" ({served['over_limit_why']})" if served["over_limit_why"] else ""))
     print("demo: by relation type: " + ", ".join(f"{k} {v:,}" for k, v in by_relation.most_common()))
     print("demo: by object agency: " + ", ".join(f"{k} {v:,}" for k, v in by_agent.most_common()))
     print(f"demo: output in {directory / 'events'}; state in {directory / 'crawler.sqlite3'} "
