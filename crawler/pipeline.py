@@ -410,13 +410,12 @@ async def opened(config: Config) -> AsyncIterator[tuple[Store, ApiClient]]:
         await store.close()
 
 
-async def crawl_job(config: Config, store: Store, client: ApiClient, out: Path, job: str, stop: asyncio.Event) -> JobResult:
-    """Plan, scroll and write every window of `job` until none is left (or a stop)."""
-    restarted = await store.requeue_running(job)
-    if restarted:
-        log.info("resuming: %d window(s) that were running restart from cursor=*", restarted)
-    for window in await store.windows(job, "failed", "short"):
-        await store.size_window(window.id, window.total or 1)  # back to pending: try again
+@contextlib.asynccontextmanager
+async def started_crawl(
+    config: Config, store: Store, client: ApiClient, out: Path, stop: asyncio.Event
+) -> AsyncIterator[Crawl]:
+    """A Crawl ready to write: the output cut back to what the state committed, the parser
+    processes started, the agency cache loaded; on the way out its output is closed cleanly."""
     seq, offset = await store.sink_position()
     sink = Sink(out, seq, offset, config.rotate_bytes)
     if sink.recover():
@@ -424,7 +423,21 @@ async def crawl_job(config: Config, store: Store, client: ApiClient, out: Path, 
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_ignore_sigint) as pool:
         crawl = Crawl(config, store, sink, client, pool, stop)
-        crawl.resolver = await AgencyResolver.load(client, store)
+        try:
+            crawl.resolver = await AgencyResolver.load(client, store)
+            yield crawl
+        finally:
+            await crawl.close()
+
+
+async def crawl_job(config: Config, store: Store, client: ApiClient, out: Path, job: str, stop: asyncio.Event) -> JobResult:
+    """Plan, scroll and write every window of `job` until none is left (or a stop)."""
+    restarted = await store.requeue_running(job)
+    if restarted:
+        log.info("resuming: %d window(s) that were running restart from cursor=*", restarted)
+    for window in await store.windows(job, "failed", "short"):
+        await store.size_window(window.id, window.total or 1)  # back to pending: try again
+    async with started_crawl(config, store, client, out, stop) as crawl:
         reporter = asyncio.create_task(report_progress(crawl, job, config.progress_s, config.live))
         planner = asyncio.create_task(size_all(store, client, job, config.rows * config.window_pages))
         try:
@@ -434,7 +447,6 @@ async def crawl_job(config: Config, store: Store, client: ApiClient, out: Path, 
             if not planner.done():
                 planner.cancel()
             await asyncio.gather(planner, reporter, return_exceptions=True)
-            await crawl.close()
     summary = (await store.window_summary()).get(job, {})
     incomplete = any(summary.get(s) for s in ("unsized", "pending", "running", "short", "failed"))
     return JobResult(not incomplete and not stop.is_set(), stop.is_set(), crawl.progress.works, crawl.progress.events, summary)
@@ -564,40 +576,30 @@ async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> 
         out = _output_dir(store, meta, config)
         if "out" not in meta:
             await store.set_meta({"out": str(out)})
-        seq, offset = await store.sink_position()
-        sink = Sink(out, seq, offset, config.rotate_bytes)
-        if sink.recover():
-            await store.set_sink_position(sink.seq, sink.offset)
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_ignore_sigint) as pool:
-            crawl = Crawl(config, store, sink, client, pool, stop)
-            crawl.resolver = await AgencyResolver.load(client, store)
+        async with started_crawl(config, store, client, out, stop) as crawl:
             source = batches()
             files: set[Path] = set()
             bad = 0
             last_report = time.monotonic()
-            try:
-                while not stop.is_set():
-                    item = await asyncio.to_thread(next, source, None)
-                    if item is None:
-                        break
-                    path, works, problems = item
-                    if path not in files:
-                        files.add(path)
-                        log.info("reading %s", path)
-                    for problem in problems:
-                        bad += 1
-                        log.warning("%s:%s: %s", problem.path, problem.line or "?", problem.message)
-                    if works:
-                        parsed = await crawl._in_pool(_parse_works, works)
-                        page = ParsedPage(None, None, len(works), parsed, [], object_prefixes(parsed))
-                        await crawl.commit_page(None, page, _ScrollState())
-                    if config.progress_s and time.monotonic() - last_report >= config.progress_s:
-                        last_report = time.monotonic()
-                        log.warning("%d file(s), %s records, %s new events so far", len(files),
-                                    f"{crawl.progress.works:,}", f"{crawl.progress.events:,}")
-            finally:
-                await crawl.close()
+            while not stop.is_set():
+                item = await asyncio.to_thread(next, source, None)
+                if item is None:
+                    break
+                path, works, problems = item
+                if path not in files:
+                    files.add(path)
+                    log.info("reading %s", path)
+                for problem in problems:
+                    bad += 1
+                    log.warning("%s:%s: %s", problem.path, problem.line or "?", problem.message)
+                if works:
+                    parsed = await crawl._in_pool(_parse_works, works)
+                    page = ParsedPage(None, None, len(works), parsed, [], object_prefixes(parsed))
+                    await crawl.commit_page(None, page, _ScrollState())
+                if config.progress_s and time.monotonic() - last_report >= config.progress_s:
+                    last_report = time.monotonic()
+                    log.info("%d file(s), %s records, %s new events so far", len(files),
+                             f"{crawl.progress.works:,}", f"{crawl.progress.events:,}")
         figures = (f"{len(files)} file(s), {crawl.progress.works:,} records, {crawl.progress.events:,} new events"
                    + (f", {bad} problem(s) reported above" if bad else ""))
         if stop.is_set():
