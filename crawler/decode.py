@@ -8,24 +8,22 @@ problem, so one bad value never costs more than itself.
 
 from __future__ import annotations
 
-import re
-from itertools import chain
 from typing import Any, NamedTuple
 
 import msgspec
 
-from crawler.extract import grouped_links
+from crawler.extract import page_links
 from crawler.keys import link_hashes, subject_hash
 from crawler.model import DateField, Link, Problem, Reference, RelationItem, Work
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     items: list[Work] = []
     total_results: int | None = msgspec.field(default=None, name="total-results")
     next_cursor: str | None = msgspec.field(default=None, name="next-cursor")
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     message: _Message
 
 
@@ -88,31 +86,27 @@ def parse_page(body: bytes) -> ParsedPage:
         works = [w for w in (salvage(item, problems) for item in raw_items) if w is not None]
     except msgspec.DecodeError as exc:
         raise BadPage(f"the page is not valid JSON ({exc})") from None
-    parsed = []
+    good = []
     for work in works:
         if work.DOI.strip():
-            parsed.append(parse_work(work))
+            good.append(work)
         else:
             problems.append((Problem.NO_DOI, "?", "a record with an empty DOI"))
-    return ParsedPage(total, cursor, items, parsed, problems, object_prefixes(parsed))
+    parsed, prefixes = parse_works(good)
+    return ParsedPage(total, cursor, items, parsed, problems, prefixes)
 
 
-def parse_work(work: Work) -> ParsedWork:
-    doi = work.DOI.strip().lower()
-    groups = [
-        LinkGroup(relation, mined, objs, link_hashes(relation, objs))
-        for (relation, mined), objs in grouped_links(work).items()
-    ]
-    return ParsedWork(doi, work.type, work.occurred_at, subject_hash(doi), groups)
-
-
-_OBJECT_PREFIX = re.compile(r"^[^/\n]*", re.MULTILINE)
-
-
-def object_prefixes(works: list[ParsedWork]) -> set[str]:
-    """The DOI prefixes of every object, by one regex pass over them all."""
-    objs = "\n".join(chain.from_iterable(group.objs for work in works for group in work.groups))
-    return set(_OBJECT_PREFIX.findall(objs)) - {""} if objs else set()
+def parse_works(works: list[Work]) -> tuple[list[ParsedWork], set[str]]:
+    """Works -> their candidate links with hashes, and the DOI prefixes of all objects."""
+    groups, prefixes = page_links(works)
+    parsed = []
+    for work, work_groups in zip(works, groups):
+        doi = work.DOI.strip().lower()
+        parsed.append(ParsedWork(doi, work.type, work.occurred_at, subject_hash(doi), [
+            LinkGroup(relation, mined, objs, link_hashes(relation, objs))
+            for (relation, mined), objs in work_groups.items()
+        ]))
+    return parsed, prefixes
 
 
 def _loose_envelope(body: bytes) -> tuple[int | None, str | None, list[Any]]:

@@ -72,6 +72,8 @@ def mine_doi(text: object) -> str | None:
     """The first valid DOI in free text (markup removed), lower-cased, or None."""
     if not isinstance(text, str) or "10" not in text:  # "10&#46;" still counts
         return None
+    if "10." not in text and "<" not in text and "&" not in text:
+        return None  # only markup can hide a DOI's "10." ("10<i>.</i>", "10&#46;")
     for match in _IN_TEXT.finditer(plain_text(text)):
         doi = _trim_mined(match.group())
         if _VALID.fullmatch(doi):
@@ -110,10 +112,6 @@ _LINES = re.compile(
 )
 
 
-# Every line a DOI with nothing to remove around it: `lower()` is then all that is left to do.
-_ALL_PLAIN = re.compile(r"(?:10\.[0-9]{4,9}/[^\s]+\n)*10\.[0-9]{4,9}/[^\s]+")
-
-
 def normalize_many(values: list[str | None]) -> list[str | None]:
     """`normalize_doi` of each value, in a few C-speed passes over the joined values.
 
@@ -131,47 +129,112 @@ def normalize_many(values: list[str | None]) -> list[str | None]:
     return [doi or None for doi in found]
 
 
-def grouped_links(work: Work) -> dict[tuple[str, bool], list[str]]:
-    """`unique_links` of a work as {(relation, mined): [object, …]}, without a Link per link.
+# Every byte that `str.split()` (and the regexes' \\s) counts as whitespace in ASCII text, but "\\n".
+_ASCII_SPACES = " \t\r\x0b\x0c\x1c\x1d\x1e\x1f"
+# A line that starts like a DOI: its prefix and the slash.
+_LINE_HEAD = re.compile(r"\n(10\.[0-9]{4,9})/")
 
-    The fast path of the parsers: the same rules, applied to whole reference lists at once.
+
+def _bare_lines(fields: list[str]) -> tuple[list[str], set[str]] | None:
+    """The fields lower-cased, and their prefixes, when every non-empty one is a bare DOI.
+
+    A handful of C-speed passes over the joined fields decide it, which is the usual case of
+    a whole page; anything else (spaces, `doi:` or URL forms, non-ASCII, a field that ends in
+    a slash) returns None and is left to the exact rules.
     """
-    subject = work.DOI.strip().lower()
-    groups: dict[tuple[str, bool], dict[str, None]] = {}
-    refs = work.reference
-    if refs:
-        fields = [ref.DOI for ref in refs]
-        present = fields if None not in fields else [f for f in fields if f is not None]
-        joined = "\n".join(present)
-        if present and _ALL_PLAIN.fullmatch(joined):  # the usual case: every field a bare DOI
-            objs = joined.lower().split("\n")
-            unmatched = [ref.unstructured for ref in refs if ref.DOI is None] if present is not fields else []
-        else:
-            found = normalize_many(fields)
-            objs = [obj for obj in found if obj is not None]
-            unmatched = [ref.unstructured for ref, obj in zip(refs, found) if obj is None]
-        mined = dict.fromkeys(m for text in unmatched if text and (m := mine_doi(text)))
+    low = "\n".join(fields).lower()
+    if not low.isascii() or any(space in low for space in _ASCII_SPACES) or "/\n" in low or low.endswith("/"):
+        return None
+    lines = low.split("\n")
+    if len(lines) != len(fields):
+        return None  # a field held a line break
+    heads = _LINE_HEAD.findall("\n" + low)
+    if len(heads) != len(fields) - lines.count(""):
+        return None
+    return lines, set(heads)
+
+
+def _reference_objects(fields: list[str]) -> tuple[list[str], set[str]]:
+    """`normalize_doi` of each field ("" for none), and the prefixes of those found."""
+    bare = _bare_lines(fields)
+    if bare is not None:
+        return bare
+    found = [doi or "" for doi in normalize_many(fields)]
+    return found, {prefix_of(doi) for doi in found if doi}
+
+
+def page_links(works: list[Work]) -> tuple[list[dict[tuple[str, bool], list[str]]], set[str]]:
+    """`grouped_links` of every work of a page, and the DOI prefixes of all their objects.
+
+    The fast path of the parsers: the references of the whole page are normalized together,
+    then cut back into works. A work whose fields are not all bare DOIs is normalized on its own
+    by the exact rules, so one odd field costs its work, not the page.
+    """
+    refs = [work.reference or () for work in works]
+    fields = [ref.DOI or "" for work_refs in refs for ref in work_refs]
+    prefixes: set[str] = set()
+    bare = _bare_lines(fields)
+    if bare is not None:
+        lines, prefixes = bare
+        per_work = None
+    else:
+        per_work = []
+    result = []
+    start = 0
+    self_links = False
+    for work, work_refs in zip(works, refs):
+        subject = work.DOI.strip().lower()
+        groups: dict[tuple[str, bool], dict[str, None]] = {}
+        if work_refs:
+            end = start + len(work_refs)
+            if per_work is None:
+                found = lines[start:end]
+            else:
+                found, found_prefixes = _reference_objects(fields[start:end])
+                prefixes |= found_prefixes
+            start = end
+            if "" in found:
+                mined = dict.fromkeys(
+                    m for ref, obj in zip(work_refs, found) if not obj and ref.unstructured
+                    and (m := mine_doi(ref.unstructured))
+                )
+                if mined:
+                    groups[("references", True)] = mined
+                    prefixes.update(prefix_of(obj) for obj in mined)
+                objs = dict.fromkeys(filter(None, found))
+            else:
+                objs = dict.fromkeys(found)
+            if objs:
+                groups[("references", False)] = objs
+        if work.relation:
+            for name, items in work.relation.items():
+                for item in items:
+                    if item.id_type is not None and item.id_type.lower() == "doi":
+                        doi = normalize_doi(item.id)
+                        if doi is not None:
+                            groups.setdefault((name, False), {})[doi] = None
+                            prefixes.add(prefix_of(doi))
+        structured = groups.get(("references", False), {})
+        mined = groups.get(("references", True))
         if mined:
-            groups[("references", True)] = mined
-        if objs:
-            groups[("references", False)] = dict.fromkeys(objs)
-    for name, items in (work.relation or {}).items():
-        for item in items:
-            if item.id_type is not None and item.id_type.lower() == "doi":
-                doi = normalize_doi(item.id)
-                if doi is not None:
-                    groups.setdefault((name, False), {})[doi] = None
-    structured = groups.get(("references", False), {})
-    mined = groups.get(("references", True))
-    if mined:
-        for obj in [obj for obj in mined if obj in structured]:
-            del mined[obj]  # a structured occurrence wins: it needs no agency check
-    result = {}
-    for key, objs in groups.items():
-        objs.pop(subject, None)  # a work linking to itself emits nothing
-        if objs:
-            result[key] = list(objs)
-    return result
+            for obj in [obj for obj in mined if obj in structured]:
+                del mined[obj]  # a structured occurrence wins: it needs no agency check
+        work_groups = {}
+        for key, objs in groups.items():
+            if subject in objs:
+                del objs[subject]  # a work linking to itself emits nothing
+                self_links = True
+            if objs:
+                work_groups[key] = list(objs)
+        result.append(work_groups)
+    if self_links:  # the subject's prefix may have come from its self-link alone
+        prefixes = {prefix_of(obj) for groups in result for objs in groups.values() for obj in objs}
+    return result, prefixes
+
+
+def grouped_links(work: Work) -> dict[tuple[str, bool], list[str]]:
+    """`unique_links` of a work as {(relation, mined): [object, …]}, without a Link per link."""
+    return page_links([work])[0][0]
 
 
 def unique_links(work: Work) -> list[Link]:

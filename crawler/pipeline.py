@@ -19,6 +19,7 @@ import re
 import signal
 import time
 from collections import Counter
+from itertools import repeat
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from crawler.agency import AgencyResolver
 from crawler.api.client import ApiClient, RequestStats, RetryPolicy, new_session
 from crawler.api.limits import POLITE, PUBLIC, Limiter
 from crawler.config import DEFAULT_OUT, Config
-from crawler.decode import BadPage, ParsedPage, ParsedWork, object_prefixes, parse_page, parse_work
+from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_page, parse_works
 from crawler.errors import (
     CrawlerError,
     CursorInvalid,
@@ -341,20 +342,27 @@ def select_new(
         before = len(rows)
         for relation, mined, objs, link_hashes in work.groups:
             group_start = len(rows)
-            for obj, link_hash in zip(objs, link_hashes):
-                if link_hash in hashes:
-                    continue
-                prefix = obj[: obj.index("/")]
-                token = tokens[prefix]
-                if token is None:
-                    counts[Problem.UNKNOWN_AGENCY] += 1
-                    continue
-                if mined and token != CROSSREF_TOKEN:
-                    counts[Problem.MINED_NOT_CROSSREF] += 1
-                    continue
-                rows.append((work.doi, work.type, work.occurred_at, relation, obj, token))
-                hashes.add(link_hash)
-                new_prefixes.append(prefix)
+            if hashes:
+                unseen = [i for i, link_hash in enumerate(link_hashes) if link_hash not in hashes]
+                if len(unseen) < len(objs):
+                    objs, link_hashes = [objs[i] for i in unseen], [link_hashes[i] for i in unseen]
+            prefixes = [obj[: obj.index("/")] for obj in objs]
+            group_tokens = list(map(tokens.__getitem__, prefixes))
+            if not mined and None not in group_tokens:  # the usual case: every link becomes an event
+                rows.extend(zip(repeat(work.doi), repeat(work.type), repeat(work.occurred_at), repeat(relation),
+                                objs, group_tokens))
+                hashes.update(link_hashes)
+                new_prefixes += prefixes
+            else:
+                for obj, link_hash, prefix, token in zip(objs, link_hashes, prefixes, group_tokens):
+                    if token is None:
+                        counts[Problem.UNKNOWN_AGENCY] += 1
+                    elif mined and token != CROSSREF_TOKEN:
+                        counts[Problem.MINED_NOT_CROSSREF] += 1
+                    else:
+                        rows.append((work.doi, work.type, work.occurred_at, relation, obj, token))
+                        hashes.add(link_hash)
+                        new_prefixes.append(prefix)
             if len(rows) > group_start:
                 counts[f"relation:{relation}"] += len(rows) - group_start
         if len(rows) > before:
@@ -547,10 +555,6 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
         return Outcome(0, f"update of {start}..{until} complete: {result.figures()}; high-water mark now {until}")
 
 
-def _parse_works(works: list[Work]) -> list[ParsedWork]:
-    return [parse_work(w) for w in works]
-
-
 async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> Outcome:
     """Crossref XML files -> the same events, into the same state and output."""
     from crawler.xmlreader import XmlProblem, iter_paths, read_works
@@ -593,8 +597,8 @@ async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> 
                     bad += 1
                     log.warning("%s:%s: %s", problem.path, problem.line or "?", problem.message)
                 if works:
-                    parsed = await crawl._in_pool(_parse_works, works)
-                    page = ParsedPage(None, None, len(works), parsed, [], object_prefixes(parsed))
+                    parsed, prefixes = await crawl._in_pool(parse_works, works)
+                    page = ParsedPage(None, None, len(works), parsed, [], prefixes)
                     await crawl.commit_page(None, page, _ScrollState())
                 if config.progress_s and time.monotonic() - last_report >= config.progress_s:
                     last_report = time.monotonic()

@@ -117,7 +117,7 @@ def test_huge_reference_list_and_long_non_ascii_dois():
 
 # The parsers' batch fast path must agree with the per-value rules on any input.
 DOI_PIECES = st.sampled_from([
-    "10.1234/abc", "10.12/x", "10.12345/A b", "10.5555/ÄİẞK", "10.99999/(x)", "10.1/y", "10.123456789/z",
+    "10.1234/abc", "10.12/x", "10.12345/A b", "10.5555/ÄİẞK", "10.99999/(x)", "10.1/y", "10.123456789/z", "10.2345/", "10.2345",
     "https://doi.org/", "HTTP://DX.DOI.ORG/", "doi:", " ", "\t", "\u00a0", "\n", "\u2028", "\x85", "x", ".", "",
 ])
 FIELDS = st.lists(st.one_of(st.none(), st.lists(DOI_PIECES, max_size=4).map("".join)), max_size=12)
@@ -152,3 +152,33 @@ def test_grouped_links_equal_the_rules_link_by_link(dois, texts, subject):
     expected = {(rel, obj, mined) for (rel, obj), mined in chosen.items()}
     got = {(rel, obj, mined) for (rel, mined), objs in grouped_links(work).items() for obj in objs}
     assert got == expected
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(FIELDS, st.lists(st.one_of(st.none(), st.lists(DOI_PIECES, max_size=5).map(" ".join)),
+                                           max_size=12),
+                          st.sampled_from(["10.1234/abc", "10.5555/äiẞk", "10.99999/(x)"])), max_size=6))
+def test_page_links_equal_the_rules_work_by_work(page):
+    """`page_links` normalizes a whole page's references at once (and falls back per work);
+    each work's links and the page's object prefixes must be what `links` gives one at a time."""
+    import msgspec
+
+    from crawler.extract import links, page_links, prefix_of
+    from crawler.model import Work
+
+    works = [
+        msgspec.convert({"DOI": subject, "reference": [{"DOI": d, "unstructured": t}
+                                                       for d, t in zip(dois, texts + [None] * len(dois))]}, Work)
+        for dois, texts, subject in page
+    ]
+    groups, prefixes = page_links(works)
+    expected_prefixes = set()
+    for work, work_groups in zip(works, groups):
+        chosen: dict[tuple[str, str], bool] = {}
+        for link in links(work):
+            if link.obj != work.DOI.lower():
+                chosen[(link.relation, link.obj)] = chosen.get((link.relation, link.obj), True) and link.mined
+        assert {(rel, obj, mined) for (rel, mined), objs in work_groups.items() for obj in objs} == {
+            (rel, obj, mined) for (rel, obj), mined in chosen.items()}
+        expected_prefixes |= {prefix_of(obj) for _, obj in chosen}
+    assert prefixes == expected_prefixes

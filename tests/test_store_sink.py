@@ -17,7 +17,7 @@ async def test_schema_versioned_and_reopened(tmp_path):
     async with await Store.open(path) as store:
         await store.set_meta({"backfill_from": "2020-01-01"})
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 3
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
     async with await Store.open(path) as store:
