@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from crawler.api.body import Body
 from crawler.extract import page_links
 from crawler.keys import link_hashes, subject_hash
 from crawler.model import DateField, Link, Problem, Reference, RelationItem, Work
@@ -39,13 +40,14 @@ class LinkGroup(NamedTuple):
     """A work's links of one relation type, found the same way (mined from text or not).
 
     Columns rather than one object per link: cheaper to build, to send between processes
-    and to filter.
+    and to filter. Tuples, not lists: the collector stops tracking a tuple of strings or ints
+    after one pass, so pages waiting in the main process add nothing to its full collections.
     """
 
     relation: str
     mined: bool
-    objs: list[str]  # lower-cased DOIs, each once
-    hashes: list[int]  # link_hash(relation, obj) per obj, same order
+    objs: tuple[str, ...]  # lower-cased DOIs, each once
+    hashes: tuple[int, ...]  # link_hash(relation, obj) per obj, same order
 
 
 class ParsedWork(NamedTuple):
@@ -53,7 +55,7 @@ class ParsedWork(NamedTuple):
     type: str | None
     occurred_at: str | None
     subject: int  # subject_hash(doi)
-    groups: list[LinkGroup]
+    groups: tuple[LinkGroup, ...]
 
     @property
     def links(self) -> list[Link]:
@@ -71,6 +73,11 @@ class ParsedPage(NamedTuple):
     works: list[ParsedWork]
     problems: list[tuple[str, str, str]]  # (kind, DOI or '?', detail)
     prefixes: set[str] = set()  # of every object on the page: what the agency lookup needs
+
+
+def parse_body(body: Body) -> ParsedPage:
+    """`parse_page` of a page as it came over the wire: inflated here, in a parser process."""
+    return parse_page(body.inflate())
 
 
 def parse_page(body: bytes) -> ParsedPage:
@@ -102,10 +109,10 @@ def parse_works(works: list[Work]) -> tuple[list[ParsedWork], set[str]]:
     parsed = []
     for work, work_groups in zip(works, groups):
         doi = work.DOI.strip().lower()
-        parsed.append(ParsedWork(doi, work.type, work.occurred_at, subject_hash(doi), [
-            LinkGroup(relation, mined, objs, link_hashes(relation, objs))
+        parsed.append(ParsedWork(doi, work.type, work.occurred_at, subject_hash(doi), tuple(
+            LinkGroup(relation, mined, tuple(objs), tuple(link_hashes(relation, objs)))
             for (relation, mined), objs in work_groups.items()
-        ]))
+        )))
     return parsed, prefixes
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing
@@ -30,10 +31,11 @@ import aiohttp
 import msgspec
 
 from crawler.agency import AgencyResolver
+from crawler.api.body import Body
 from crawler.api.client import ApiClient, RequestStats, RetryPolicy, new_session
 from crawler.api.limits import POLITE, PUBLIC, Limiter
 from crawler.config import DEFAULT_OUT, Config
-from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_page, parse_works
+from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_body, parse_works
 from crawler.errors import (
     CrawlerError,
     CursorInvalid,
@@ -55,10 +57,10 @@ _NEXT_CURSOR = re.compile(rb'"next-cursor"\s*:\s*("(?:[^"\\]|\\.)*")')
 _EMPTY_ITEMS = re.compile(rb'"items"\s*:\s*\[\s*\]')
 
 
-def scan_head(body: bytes) -> tuple[str | None, bool]:
-    """(next-cursor, items empty?) from the start of a page, without decoding it all, so
-    the next request can leave while this page is still being parsed."""
-    head = body[:_HEAD]
+def scan_head(body: Body) -> tuple[str | None, bool]:
+    """(next-cursor, items empty?) from the start of a page, without inflating or decoding
+    it all, so the next request can leave while this page waits for a parser."""
+    head = body.inflate(head=_HEAD)
     match = _NEXT_CURSOR.search(head)
     cursor = msgspec.json.decode(match.group(1)) if match else None
     return cursor, _EMPTY_ITEMS.search(head) is not None
@@ -79,6 +81,13 @@ async def _together(*tasks: asyncio.Task[None]) -> None:
 
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the parser processes (and the forkserver) from a thread. Left to the first page,
+    that start would run on the event loop and stall it for ~150 ms."""
+    for started in [pool.submit(int) for _ in range(workers)]:
+        started.result()
 
 
 class Crawl:
@@ -163,7 +172,7 @@ class Crawl:
 
     async def scroll(self, window: Window) -> tuple[int, int | None]:
         """One pass from cursor=* to the empty page; returns (distinct works, total-results)."""
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+        queue: asyncio.Queue[Body | None] = asyncio.Queue(maxsize=1)
         params = {
             "filter": window.filter,
             "rows": str(self.config.rows),
@@ -186,7 +195,7 @@ class Crawl:
 
         async def consume(fetcher: asyncio.Task[None]) -> None:
             while (body := await queue.get()) is not None:
-                page: ParsedPage = await self._in_pool(parse_page, body)
+                page: ParsedPage = await self._in_pool(parse_body, body)
                 state.total = page.total if page.total is not None else state.total
                 if page.items == 0:
                     state.finished = True
@@ -430,6 +439,10 @@ async def started_crawl(
         await store.set_sink_position(sink.seq, sink.offset)
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_ignore_sigint) as pool:
+        await asyncio.to_thread(_start_workers, pool, config.parsers)
+        # What exists now lives as long as the run: out of the collector's sight, a full
+        # collection (which runs on the loop, between pages) costs a fraction as much.
+        gc.freeze()
         crawl = Crawl(config, store, sink, client, pool, stop)
         try:
             crawl.resolver = await AgencyResolver.load(client, store)

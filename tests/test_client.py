@@ -6,12 +6,14 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import zlib
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from crawler.api.body import Body
 from crawler.api.client import ApiClient, RetryPolicy, user_agent
 from crawler.api.limits import Limiter
 from crawler.errors import ApiError, CursorInvalid, FatalApiError, RateLimited, RetryableError
@@ -149,7 +151,7 @@ async def test_a_continuation_is_not_retried_when_the_scroll_may_have_moved(serv
     assert len(script.requests) == 1
     # ... but a 429 never reached the backend: retried in place.
     script, url = await serve(status(429, "error-429-too-many-requests.html", "text/html"), ok())
-    assert await client_for(url).works({"cursor": "abc"}, continuation=True) == OK_COUNT.encode()
+    assert (await client_for(url).works({"cursor": "abc"}, continuation=True)).inflate() == OK_COUNT.encode()
     assert [r.query["cursor"] for r in script.requests] == ["abc", "abc"]
 
 
@@ -172,8 +174,41 @@ async def test_401_stops_with_a_message_free_of_the_token(serve, client_for, cap
 async def test_decompression_bomb_is_an_error_not_out_of_memory(serve, client_for):
     bomb = gzip.compress(b"0" * (64 * 1024 * 1024), compresslevel=9)  # 64 MiB in ~64 KiB
     script, url = await serve(lambda: web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}))
+    body = await client_for(url, max_body=8 * 1024 * 1024).works({"cursor": "*"})
+    assert body.data == bomb  # pages travel to the parsers compressed
+    assert body.inflate(head=4096) == b"0" * 4096  # the cursor scan inflates only the start
     with pytest.raises(ApiError, match="exceeded 8 MiB once decompressed"):
-        await client_for(url, max_body=8 * 1024 * 1024).works({"cursor": "*"})
+        body.inflate()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", ""])
+async def test_pages_arrive_compressed_and_inflate_to_the_page(serve, client_for, encoding):
+    page = sample("works-list-heavy-100.json")
+    packed = {"gzip": gzip.compress, "deflate": zlib.compress, "": bytes}[encoding](page)
+    script, url = await serve(lambda: web.Response(body=packed, headers={"Content-Encoding": encoding} if encoding else {},
+                                                   content_type="application/json"))
+    body = await client_for(url).works({"cursor": "*"})
+    assert script.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+    assert body.data == packed and body.encoding == encoding
+    assert body.inflate() == page and body.inflate(head=100) == page[:100]
+
+
+async def test_a_compressed_error_body_is_still_read(serve, client_for):
+    answer = sample("error-404-cursor-invalid.json")
+    script, url = await serve(lambda: web.Response(status=404, body=gzip.compress(answer), content_type="application/json",
+                                                   headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(CursorInvalid, match="Cursor specified but it is invalid"):
+        await client_for(url).works({"cursor": "abc"}, continuation=True)
+
+
+def test_a_corrupt_or_cut_stream_is_retryable_and_an_unknown_encoding_is_not():
+    packed = gzip.compress(b'{"message": {"items": []}}' * 1000)
+    with pytest.raises(RetryableError, match="cut short or corrupt"):
+        Body(packed[: len(packed) // 2], "gzip", 1 << 20).inflate()
+    with pytest.raises(RetryableError, match="corrupt"):
+        Body(packed[:10] + b"\xff" * 40, "gzip", 1 << 20).inflate()
+    with pytest.raises(ApiError, match="Content-Encoding we did not ask for: 'br'"):
+        Body(packed, "br", 1 << 20).inflate()
 
 
 async def test_agency_answers(serve, client_for):

@@ -9,6 +9,7 @@ A scroll continuation is never retried after a failure that may have advanced th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import Counter
@@ -23,9 +24,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential, wait_random
 
 from crawler import PROJECT_URL, __version__
+from crawler.api.body import Body
 from crawler.api.limits import Limiter
 from crawler.errors import (
     ApiError,
+    CrawlerError,
     CursorInvalid,
     FatalApiError,
     RateLimited,
@@ -134,14 +137,14 @@ class ApiClient:
             self._headers["Crossref-Plus-API-Token"] = f"Bearer {plus_token}"
 
     # -- public calls ------------------------------------------------------------------
-    async def works(self, params: dict[str, str], *, continuation: bool = False) -> bytes:
-        """One /works page as raw bytes. `continuation`: a cursor other than '*'."""
+    async def works(self, params: dict[str, str], *, continuation: bool = False) -> Body:
+        """One /works page, still compressed (see `Body`). `continuation`: a cursor other than '*'."""
         query = dict(params)
         if self.mailto:
             query["mailto"] = self.mailto
         url = f"{self.api_url}/works"
         return await self._with_retries(
-            lambda: self._get(url, query, self.limiter), continuation=continuation
+            lambda: self._get(url, query, self.limiter, packed=True), continuation=continuation
         )
 
     async def count(self, filter_: str) -> int:
@@ -223,14 +226,17 @@ class ApiClient:
         limiter: Limiter,
         *,
         observe: bool = True,
-    ) -> bytes:
+        packed: bool = False,
+    ) -> Any:
+        """The body of a GET (a `Body` left compressed when `packed`), or the error it earned."""
+        headers = {**self._headers, "Accept-Encoding": "gzip, deflate"} if packed else self._headers
         async with limiter.slot():
             self.stats.requests += 1
             try:
-                async with self.session.get(url, params=params, headers=self._headers) as resp:
+                async with self.session.get(url, params=params, headers=headers, auto_decompress=not packed) as resp:
                     if observe:
                         limiter.observe(resp.headers)
-                    body = await self._read(resp)
+                    data = await self._read(resp)
                     status, content_type, headers = resp.status, resp.content_type, resp.headers
             except asyncio.TimeoutError:
                 raise self._failed("timeout", "the request timed out") from None
@@ -245,7 +251,11 @@ class ApiClient:
                 raise self._failed("connection", f"connection error ({type(exc).__name__})") from None
         if status == 200:
             limiter.succeeded()
-            return body
+            return Body(data, headers.get("Content-Encoding", ""), self.max_body) if packed else data
+        body = data
+        if packed:
+            with contextlib.suppress(CrawlerError):
+                body = Body(data, headers.get("Content-Encoding", ""), self.max_body).inflate()
         message = readable_error(body, content_type)
         where = url.split("?", 1)[0]
         if status == 429:
@@ -272,7 +282,7 @@ class ApiClient:
         return RetryableError(message, maybe_advanced=maybe_advanced)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The whole (decompressed) body, refusing more than `max_body` bytes."""
+        """The whole body (as the session delivers it), refusing more than `max_body` bytes."""
         body = bytearray()
         async for chunk in resp.content.iter_chunked(1 << 16):
             body += chunk
