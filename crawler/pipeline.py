@@ -16,8 +16,10 @@ import gc
 import json
 import logging
 import multiprocessing
+import os
 import re
 import signal
+import threading
 import time
 from collections import Counter
 from itertools import repeat
@@ -79,8 +81,20 @@ async def _together(*tasks: asyncio.Task[None]) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
-def _ignore_sigint() -> None:
+def _init_parser(main_pid: int) -> None:
+    """In each parser process: Ctrl-C is for the main process to handle, and when the main
+    process is gone (SIGKILL, the OOM killer) the parser goes too instead of lingering."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_without, args=(main_pid,), daemon=True).start()
+
+
+def _exit_without(pid: int) -> None:
+    while True:
+        time.sleep(1)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
 
 
 def _start_workers(pool: ProcessPoolExecutor, workers: int) -> None:
@@ -438,7 +452,7 @@ async def started_crawl(
     if sink.recover():
         await store.set_sink_position(sink.seq, sink.offset)
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_ignore_sigint) as pool:
+    with ProcessPoolExecutor(config.parsers, mp_context=context, initializer=_init_parser, initargs=(os.getpid(),)) as pool:
         await asyncio.to_thread(_start_workers, pool, config.parsers)
         # What exists now lives as long as the run: out of the collector's sight, a full
         # collection (which runs on the loop, between pages) costs a fraction as much.

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,46 @@ def test_sigkill_repeatedly_then_resume_gives_exact_output(slow_sim, tmp_path):
     assert not repeated
     assert keys == slow_sim.corpus.expected
     assert not list((tmp_path / "events").glob("*.part"))
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = {int(c) for c in children.read_text().split()}
+            except OSError:
+                continue
+            todo += kids - found
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_parser_processes_do_not_outlive_a_killed_crawler(slow_sim, tmp_path):
+    """SIGKILL (or the OOM killer) gives the main process no chance to stop its parsers:
+    they must notice and go, not linger for ever holding memory."""
+    proc = subprocess.Popen(crawler_args(slow_sim.url, tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_pages(tmp_path / "state.sqlite3", 1)
+        helpers = _descendants(proc.pid)
+        assert helpers, "the crawler has no parser processes to watch"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in helpers if _alive(pid)]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
