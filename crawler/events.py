@@ -11,7 +11,7 @@ from hashlib import sha1
 from operator import itemgetter
 
 import msgspec
-from isal import igzip
+from isal import isal_zlib
 
 from crawler.keys import VARIANT, event_id, event_id_prefix
 
@@ -82,7 +82,9 @@ def render(rows: list[EventRow], timestamp: str, level: int = GZIP_LEVEL) -> byt
     times faster than encoding a dict per event and yields the same JSON as `event`. Rows
     come grouped by work and relation: what a group shares is built once per group.
     """
-    lines = []
+    packer = isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)  # 31: a gzip member
+    packed = []
+    lines: list[str] = []
     append = lines.append
     ts = _json(timestamp)
     plain_objs = _plain("".join(map(itemgetter(4), rows)))  # the usual case: no escaping at all
@@ -107,7 +109,13 @@ def render(rows: list[EventRow], timestamp: str, level: int = GZIP_LEVEL) -> byt
             f'{{"id":"{h[:8]}-{h[8:12]}-5{h[13:16]}-{VARIANT[h[16]]}{h[17:20]}-{h[20:32]}'
             f"{head}{obj_url}{middle}{obj_url},\"url\":{obj_url}{_TAIL}"
         )
-    return igzip.compress("".join(lines).encode(), compresslevel=level, mtime=0)
+        if len(lines) == _LINES_PER_CHUNK:  # compressed as it goes: a page's text is ~35 MB
+            packed.append(packer.compress("".join(lines).encode()))
+            lines.clear()
+    packed.append(packer.compress("".join(lines).encode()))
+    packed.append(packer.flush())
+    return b"".join(packed)
 
 
+_LINES_PER_CHUNK = 2000
 _TAIL = ',"method":"doi-literal","verification":"literal"}}\n'

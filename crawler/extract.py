@@ -172,13 +172,8 @@ def page_links(works: list[Work]) -> tuple[list[dict[tuple[str, bool], list[str]
     """
     refs = [work.reference or () for work in works]
     fields = [ref.DOI or "" for work_refs in refs for ref in work_refs]
-    prefixes: set[str] = set()
     bare = _bare_lines(fields)
-    if bare is not None:
-        lines, prefixes = bare
-        per_work = None
-    else:
-        per_work = []
+    lines, prefixes = bare if bare is not None else (None, set())
     result = []
     start = 0
     self_links = False
@@ -187,7 +182,7 @@ def page_links(works: list[Work]) -> tuple[list[dict[tuple[str, bool], list[str]
         groups: dict[tuple[str, bool], dict[str, None]] = {}
         if work_refs:
             end = start + len(work_refs)
-            if per_work is None:
+            if lines is not None:
                 found = lines[start:end]
             else:
                 found, found_prefixes = _reference_objects(fields[start:end])

@@ -284,16 +284,20 @@ def bench_rate() -> None:
 
 
 def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and its children (the parser pool)."""
+    """Resident bytes of a process and all its descendants (forkserver, parser pool).
+
+    Children are listed per thread that started them (the pool starts from a worker thread).
+    """
+    pids, todo = {pid}, [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = {int(c) for c in children.read_text().split()} - pids
+            except OSError:
+                continue
+            pids |= kids
+            todo += kids
     total = 0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-        for child in children:
-            pids += [int(c) for c in Path(f"/proc/{child}/task/{child}/children").read_text().split()]
-    except OSError:
-        pass
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():

@@ -53,3 +53,10 @@ def test_members_concatenate_into_one_readable_stream():
     lines = gzip.decompress(data).decode().splitlines()
     assert [json.loads(line)["timestamp"] for line in lines] == ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"]
     assert json.loads(lines[0])["id"] == json.loads(lines[1])["id"]
+
+
+def test_a_page_larger_than_one_compression_chunk():
+    rows = [(f"10.1/s{i // 40}", "journal-article", None, "references", f"10.2/o{i}", CROSSREF_TOKEN) for i in range(5_003)]
+    lines = gzip.decompress(render(rows, "2026-11-23T10:00:00Z")).decode().split("\n")
+    assert lines.pop() == ""
+    assert [json.loads(line) for line in lines] == [expected(row, "2026-11-23T10:00:00Z") for row in rows]
