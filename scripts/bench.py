@@ -1,7 +1,7 @@
 """Benchmarks of issue "fast": every figure beside its target and its baseline, in one table.
 
-    .venv/bin/python scripts/bench.py            # about 4 minutes on a 2-core machine
-    .venv/bin/python scripts/bench.py --big      # adds the 100 M-key point of the seen store
+    .venv/bin/python scripts/bench.py            # about 6 minutes on a 2-core machine
+    .venv/bin/python scripts/bench.py --big      # adds the 100 M-key point of the seen store (about 6 more)
 
 Only loopback addresses are contacted (the bundled simulator). Timings are medians of several
 runs within this one process; machines here are shared, so compare ratios, not absolutes.

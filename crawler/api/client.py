@@ -229,11 +229,11 @@ class ApiClient:
         packed: bool = False,
     ) -> Any:
         """The body of a GET (a `Body` left compressed when `packed`), or the error it earned."""
-        headers = {**self._headers, "Accept-Encoding": "gzip, deflate"} if packed else self._headers
+        request_headers = {**self._headers, "Accept-Encoding": "gzip, deflate"} if packed else self._headers
         async with limiter.slot():
             self.stats.requests += 1
             try:
-                async with self.session.get(url, params=params, headers=headers, auto_decompress=not packed) as resp:
+                async with self.session.get(url, params=params, headers=request_headers, auto_decompress=not packed) as resp:
                     if observe:
                         limiter.observe(resp.headers)
                     data = await self._read(resp)
@@ -249,13 +249,14 @@ class ApiClient:
                 raise self._failed("truncated", f"the response was cut short ({exc})") from None
             except aiohttp.ClientError as exc:
                 raise self._failed("connection", f"connection error ({type(exc).__name__})") from None
+        packed_body = Body(data, headers.get("Content-Encoding", ""), self.max_body) if packed else None
         if status == 200:
             limiter.succeeded()
-            return Body(data, headers.get("Content-Encoding", ""), self.max_body) if packed else data
+            return packed_body if packed_body is not None else data
         body = data
-        if packed:
+        if packed_body is not None:
             with contextlib.suppress(CrawlerError):
-                body = Body(data, headers.get("Content-Encoding", ""), self.max_body).inflate()
+                body = packed_body.inflate()
         message = readable_error(body, content_type)
         where = url.split("?", 1)[0]
         if status == 429:
