@@ -124,6 +124,10 @@ class Crawl:
         self.resolver: AgencyResolver | None = None
         self.progress = Progress()
         self._commit_lock = asyncio.Lock()
+        # Pages between their parse and their commit, across windows. Unbounded, each window's
+        # parsed page (~6 MB of objects on heavy pages) queued for the commit lock while the
+        # parsers took the next window's page ahead of this one's rendering.
+        self._pages_in_hand = asyncio.Semaphore(config.parsers + 1)
         self._commits: set[asyncio.Task[None]] = set()
         self._reported = (0, 0)  # retries and 429s already added to the state's counters
         self.stopping = stop  # set by SIGINT/SIGTERM: start nothing new, keep what is committed
@@ -186,7 +190,10 @@ class Crawl:
 
     async def scroll(self, window: Window) -> tuple[int, int | None]:
         """One pass from cursor=* to the empty page; returns (distinct works, total-results)."""
-        queue: asyncio.Queue[Body | None] = asyncio.Queue(maxsize=1)
+        queue: asyncio.Queue[Body | None] = asyncio.Queue()
+        # This window's bodies in memory: one parsing (or waiting for a parser), one arriving.
+        # The next request leaves once a page is parsed, not after it is received.
+        room = asyncio.Semaphore(2)
         params = {
             "filter": window.filter,
             "rows": str(self.config.rows),
@@ -197,25 +204,30 @@ class Crawl:
         async def fetch() -> None:
             cursor = "*"
             while True:
+                await room.acquire()
                 body = await self.client.works({**params, "cursor": cursor}, continuation=cursor != "*")
                 next_cursor, empty = scan_head(body)
-                await queue.put(body)
+                queue.put_nowait(body)
                 if empty:
                     break
                 if next_cursor is None:
                     raise BadPage("a page without next-cursor")
                 cursor = state.cursor = next_cursor
-            await queue.put(None)
+            queue.put_nowait(None)
 
         async def consume(fetcher: asyncio.Task[None]) -> None:
             while (body := await queue.get()) is not None:
-                page: ParsedPage = await self._in_pool(parse_body, body)
-                state.total = page.total if page.total is not None else state.total
-                if page.items == 0:
-                    state.finished = True
-                    fetcher.cancel()  # the head scan missed the end: stop asking
-                    return
-                await self.commit_page(window, page, state)
+                async with self._pages_in_hand:
+                    page: ParsedPage = await self._in_pool(parse_body, body)
+                    del body  # the parsed page replaces it: the window's next request may leave
+                    room.release()
+                    state.total = page.total if page.total is not None else state.total
+                    if page.items == 0:
+                        state.finished = True
+                        fetcher.cancel()  # the head scan missed the end: stop asking
+                        return
+                    await self.commit_page(window, page, state)
+                    del page  # not kept while the window waits for its next body
 
         fetcher = asyncio.create_task(fetch())
         await _together(fetcher, asyncio.create_task(consume(fetcher)))

@@ -119,3 +119,37 @@ async def test_date_range_limits_the_subjects(small_corpus, tmp_path):
     expected = {k for k in small_corpus.expected if k[0] in inside}
     keys, repeated = output_keys(tmp_path / "events")
     assert expected and keys == expected and not repeated
+
+
+async def test_pages_in_memory_are_bounded_by_the_parsers_not_the_windows(small_corpus, tmp_path):
+    """Four windows scroll at once into one parser: pages must not pile up in the main process
+    (before the bound, each window kept a parsed page waiting for the commit lock and up to
+    three bodies). Counted on the loop while the backfill runs."""
+    import gc
+
+    from crawler.api.body import Body
+    from crawler.decode import ParsedPage
+
+    most = {"pages": 0, "bodies": 0}
+    samples = 0
+
+    async def count() -> None:
+        nonlocal samples
+        while True:
+            objects = gc.get_objects()
+            most["pages"] = max(most["pages"], sum(1 for o in objects if type(o) is ParsedPage))
+            most["bodies"] = max(most["bodies"], sum(1 for o in objects if type(o) is Body))
+            samples += 1
+            del objects
+            await asyncio.sleep(0.002)
+
+    async with Simulator(small_corpus, fast_sim_config()) as sim:
+        counter = asyncio.create_task(count())
+        try:
+            outcome = await _run(crawler_config(sim.url, tmp_path, concurrency=4, window_pages=1, parsers=1))
+        finally:
+            counter.cancel()
+        assert outcome.code == 0, outcome.message
+    assert samples > 20 and most["bodies"] > 0 and most["pages"] > 0  # it saw pages go by
+    assert most["pages"] <= 2  # parsers + 1
+    assert most["bodies"] <= 2 * 4 + 3  # two per window (one parsing, one arriving) + the planner's counts
