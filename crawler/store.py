@@ -110,20 +110,28 @@ class Store:
         """One write transaction at a time on the shared connection; rolled back on error."""
         async with self._tx_lock:
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
                 try:
+                    await self.db.execute("BEGIN IMMEDIATE")
                     yield self.db
+                    await self.db.execute("COMMIT")
                 except BaseException:
-                    await self.db.execute("ROLLBACK")
+                    await self._rollback()
                     raise
-                await self.db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                if self.db.in_transaction:
-                    await self.db.execute("ROLLBACK")
                 raise StateError(
                     f"cannot write the state file {self.path} ({exc}); nothing committed was lost: "
                     "free space or fix permissions, then rerun the same command"
                 ) from None
+
+    async def _rollback(self) -> None:
+        """End whatever transaction the connection is in. A cancelled `await` does not stop
+        its statement: BEGIN or COMMIT still runs in the connection's thread, before this
+        ROLLBACK. (Cancelled at BEGIN, a write used to leave the connection in a transaction,
+        and every later write failed.)"""
+        try:
+            await self.db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # no transaction was active: it had committed, or BEGIN had failed
 
     # -- opening -----------------------------------------------------------------------
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import sqlite3
 
@@ -87,6 +88,23 @@ async def test_commit_page_is_atomic_and_merges_counters(tmp_path):
         assert await store.sink_position() == (1, 100)
         summary = (await store.window_summary())["backfill"]
         assert summary["running"] == 1 and summary["works"] == 10 and summary["events"] == 6
+
+
+async def test_a_write_cancelled_anywhere_leaves_the_connection_usable(tmp_path):
+    # A cancelled await does not stop its statement in the connection's thread: cancelled at
+    # BEGIN, a write used to leave the connection inside a transaction, failing all later ones.
+    async with await Store.open(tmp_path / "s.sqlite3") as store:
+        for ticks in range(12):  # cancel after 0, 1, 2, ... loop turns: BEGIN, the writes, COMMIT
+            write = asyncio.create_task(store.set_meta({"cancelled": str(ticks), "other": str(ticks)}))
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            write.cancel()
+            await asyncio.gather(write, return_exceptions=True)
+            await store.set_meta({"after": str(ticks)})
+            meta = await store.meta()
+            assert meta["after"] == str(ticks)
+            assert meta.get("cancelled") == meta.get("other")  # all of a write, or none of it
+            assert not store.db.in_transaction
 
 
 async def test_split_and_requeue(tmp_path):
