@@ -15,8 +15,12 @@ import uuid
 from functools import lru_cache
 from itertools import repeat
 from hashlib import sha1
+from typing import TYPE_CHECKING
 
 from xxhash import xxh3_64_intdigest
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/crossref-event-data/crawler/event")
 _NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
@@ -47,21 +51,13 @@ def link_hashes(relation: str, objs: list[str]) -> list[int]:
     return [h >> shift for h in map(xxh3_64_intdigest, map(str.encode, objs), repeat(relation_seed(relation)))]
 
 
-def event_id(subject: str, relation: str, obj: str) -> str:
-    """`str(uuid.uuid5(EVENT_NAMESPACE, "subject\\nrelation\\nobj"))`, computed without the UUID object."""
-    return event_id_after(event_id_prefix(subject, relation), obj)
-
-
-def event_id_prefix(subject: str, relation: str) -> bytes:
-    """What the SHA-1 of every id of a (subject, relation) group starts with."""
-    return _NAMESPACE_BYTES + f"{subject}\n{relation}\n".encode()
+def event_id_hash(subject: str, relation: str) -> "_Hash":
+    """The SHA-1 of a (subject, relation) group's ids with their shared start consumed: a
+    link's id is this hash copied, updated with the object, and written as a UUIDv5
+    (version digit 5, `VARIANT` bits; see `events.render`)."""
+    return sha1(_NAMESPACE_BYTES + f"{subject}\n{relation}\n".encode())
 
 
 # RFC 4122 variant: the top two bits of the 17th hex digit become 10.
 VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
-
-def event_id_after(prefix: bytes, obj: str) -> str:
-    """The id of the link `prefix` + obj: SHA-1, version digit 5, variant bits, as text."""
-    h = sha1(prefix + obj.encode()).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"

@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from itertools import repeat
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from crawler.errors import (
     RetryableError,
     StateError,
 )
-from crawler.events import CROSSREF_TOKEN, EventRow, render, token_for, utc_now
+from crawler.events import CROSSREF_TOKEN, EventGroup, render, token_for, utc_now
 from crawler.extract import prefix_of
 from crawler.model import SELECT_FIELDS, Problem, Work
 from crawler.plan import size_all
@@ -259,7 +258,7 @@ class Crawl:
         async with self._commit_lock:
             seen_blobs = await self.store.seen_links([w.subject for w in works])
             # Plain Python over every link of the page: in a thread, so the loop keeps sending.
-            new, changed, counts = await asyncio.to_thread(select_new, works, seen_blobs, agencies)
+            new, events, changed, counts = await asyncio.to_thread(select_new, works, seen_blobs, agencies)
             offset = before = self.sink.offset
             if new:
                 data = await self._in_pool(render, new, utc_now())
@@ -268,7 +267,7 @@ class Crawl:
             counters = Counter(
                 {
                     "works": len(works),
-                    "events": len(new),
+                    "events": events,
                     "pages": 1,
                     "retries": stats.retries - self._reported[0],
                     "429s": stats.throttled - self._reported[1],
@@ -284,7 +283,7 @@ class Crawl:
                     received=state.received,
                     cursor=state.cursor,
                     seen=changed,
-                    events=len(new),
+                    events=events,
                     sink_seq=self.sink.seq,
                     sink_offset=offset,
                     counters=counters,
@@ -297,7 +296,7 @@ class Crawl:
                 raise
             self.progress.pages += 1
             self.progress.works += len(works)
-            self.progress.events += len(new)
+            self.progress.events += events
             if self.sink.wants_rotation():
                 await self._finish_file()
 
@@ -357,16 +356,18 @@ class JobResult:
 
 def select_new(
     works: list[ParsedWork], seen_blobs: dict[int, bytes], agencies: dict[str, str | None]
-) -> tuple[list[EventRow], dict[int, set[int]], Counter[str]]:
+) -> tuple[list[EventGroup], int, dict[int, set[int]], Counter[str]]:
     """The links of a page never emitted before that may become events, by the agency rules.
 
-    Returns them as event rows, the updated seen-sets of the subjects they belong to, and
-    counts for the state: what was skipped and why, and the new events by relation, object
-    agency and subject prefix (`crawler stats` reads these instead of the output).
+    Returns them in groups of events that differ only by their object, how many events that
+    is, the updated seen-sets of the subjects they belong to, and counts for the state: what
+    was skipped and why, and the new events by relation, object agency and subject prefix
+    (`crawler stats` reads these instead of the output).
     """
     known: dict[int, set[int]] = {}
     changed: dict[int, set[int]] = {}
-    rows: list[EventRow] = []
+    groups: list[EventGroup] = []
+    total = 0
     counts: Counter[str] = Counter()
     tokens = {prefix: token_for(agency) for prefix, agency in agencies.items()}
     new_prefixes: list[str] = []
@@ -374,38 +375,44 @@ def select_new(
         hashes = known.get(work.subject)
         if hashes is None:
             hashes = known[work.subject] = set(unpack(seen_blobs.get(work.subject, b"")))
-        before = len(rows)
+        work_events = 0
         for relation, mined, objs, link_hashes in work.groups:
-            group_start = len(rows)
             if hashes:
                 unseen = [i for i, link_hash in enumerate(link_hashes) if link_hash not in hashes]
                 if len(unseen) < len(objs):
                     objs, link_hashes = [objs[i] for i in unseen], [link_hashes[i] for i in unseen]
+            if not objs:
+                continue
             prefixes = [obj[: obj.index("/")] for obj in objs]
             group_tokens = list(map(tokens.__getitem__, prefixes))
-            if not mined and None not in group_tokens:  # the usual case: every link becomes an event
-                rows.extend(zip(repeat(work.doi), repeat(work.type), repeat(work.occurred_at), repeat(relation),
-                                objs, group_tokens))
+            token = group_tokens[0]
+            if not mined and token is not None and group_tokens.count(token) == len(objs):
+                # The usual case: every link becomes an event, all for the same agent.
+                kept = {token: objs}
                 hashes.update(link_hashes)
                 new_prefixes += prefixes
             else:
+                kept = {}
                 for obj, link_hash, prefix, token in zip(objs, link_hashes, prefixes, group_tokens):
                     if token is None:
                         counts[Problem.UNKNOWN_AGENCY] += 1
                     elif mined and token != CROSSREF_TOKEN:
                         counts[Problem.MINED_NOT_CROSSREF] += 1
                     else:
-                        rows.append((work.doi, work.type, work.occurred_at, relation, obj, token))
+                        kept.setdefault(token, []).append(obj)
                         hashes.add(link_hash)
                         new_prefixes.append(prefix)
-            if len(rows) > group_start:
-                counts[f"relation:{relation}"] += len(rows) - group_start
-        if len(rows) > before:
+            for token, these in kept.items():
+                groups.append((work.doi, work.type, work.occurred_at, relation, token, these))
+                counts[f"relation:{relation}"] += len(these)
+                work_events += len(these)
+        if work_events:
             changed[work.subject] = hashes
-            counts[f"subject-prefix:{prefix_of(work.doi)}"] += len(rows) - before
+            counts[f"subject-prefix:{prefix_of(work.doi)}"] += work_events
+            total += work_events
     for prefix, n in Counter(new_prefixes).items():
         counts[f"agency:{agencies[prefix]}"] += n
-    return rows, changed, counts
+    return groups, total, changed, counts
 
 
 def _today() -> date:
