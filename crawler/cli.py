@@ -282,9 +282,11 @@ def setup_logging(args: argparse.Namespace) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("crawler").setLevel(level)
+    # aiosqlite logs every statement at debug level, from its own thread: noise even with
+    # --verbose, and those lines could land after the run's last word (its error message).
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
     if not args.verbose:
-        for noisy in ("aiosqlite", "asyncio"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
 def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tuple[object, int | None]:
