@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -258,10 +258,10 @@ class Crawl:
         async with self._commit_lock:
             seen_blobs = await self.store.seen_links([w.subject for w in works])
             # Plain Python over every link of the page: in a thread, so the loop keeps sending.
-            new, events, changed, counts = await asyncio.to_thread(select_new, works, seen_blobs, agencies)
+            groups, events, changed, counts = await asyncio.to_thread(select_new, works, seen_blobs, agencies)
             offset = before = self.sink.offset
-            if new:
-                data = await self._in_pool(render, new, utc_now())
+            if groups:
+                data = await self._in_pool(render, groups, utc_now())
                 offset = await asyncio.to_thread(self.sink.append, data)
             stats = self.client.stats
             counters = Counter(
@@ -385,23 +385,25 @@ def select_new(
                 continue
             prefixes = [obj[: obj.index("/")] for obj in objs]
             group_tokens = list(map(tokens.__getitem__, prefixes))
-            token = group_tokens[0]
-            if not mined and token is not None and group_tokens.count(token) == len(objs):
+            kept: dict[str, Sequence[str]]  # objects by source token (agent)
+            agent = group_tokens[0]
+            if not mined and agent is not None and group_tokens.count(agent) == len(objs):
                 # The usual case: every link becomes an event, all for the same agent.
-                kept = {token: objs}
+                kept = {agent: objs}
                 hashes.update(link_hashes)
                 new_prefixes += prefixes
             else:
-                kept = {}
+                by_agent: dict[str, list[str]] = {}
                 for obj, link_hash, prefix, token in zip(objs, link_hashes, prefixes, group_tokens):
                     if token is None:
                         counts[Problem.UNKNOWN_AGENCY] += 1
                     elif mined and token != CROSSREF_TOKEN:
                         counts[Problem.MINED_NOT_CROSSREF] += 1
                     else:
-                        kept.setdefault(token, []).append(obj)
+                        by_agent.setdefault(token, []).append(obj)
                         hashes.add(link_hash)
                         new_prefixes.append(prefix)
+                kept = by_agent
             for token, these in kept.items():
                 groups.append((work.doi, work.type, work.occurred_at, relation, token, these))
                 counts[f"relation:{relation}"] += len(these)

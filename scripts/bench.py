@@ -1,10 +1,11 @@
 """Benchmarks of issue "fast": every figure beside its target and its baseline, in one table.
 
-    .venv/bin/python scripts/bench.py            # about 6 minutes on a 2-core machine
+    .venv/bin/python scripts/bench.py            # about 7 minutes on a 2-core machine
     .venv/bin/python scripts/bench.py --big      # adds the 100 M-key point of the seen store (about 6 more)
 
 Only loopback addresses are contacted (the bundled simulator). Timings are medians of several
-runs within this one process; machines here are shared, so compare ratios, not absolutes.
+runs within this one process; decode and write run in turns with their baselines, and their
+ratio is the median of each pair's. Machines here are shared, so compare ratios, not absolutes.
 """
 
 from __future__ import annotations
@@ -44,14 +45,19 @@ def row(figure: str, measured: str, target: str = "", baseline: str = "") -> Non
     print(f"  {figure}: {measured}" + (f"  (target {target})" if target else "") + (f"  [baseline {baseline}]" if baseline else ""), flush=True)
 
 
-def median_time(fn, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
-    fn()
+def paired(ours, base, pairs: int = 7) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """Median seconds of `ours` and of `base`, and the median of their ratios, run in turns:
+    this machine's speed swings within minutes, a pair shares its moment."""
+    ours(), base()
     times = []
-    for _ in range(repeat):
+    for _ in range(pairs):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        ours()
+        middle = time.perf_counter()
+        base()
+        times.append((middle - start, time.perf_counter() - middle))
+    return (statistics.median(o for o, _ in times), statistics.median(b for _, b in times),
+            statistics.median(b / o for o, b in times))
 
 
 # -- heavy pages ---------------------------------------------------------------------------------
@@ -107,12 +113,11 @@ def bench_decode() -> None:
     for trimmed in (True, False):
         body = page_body(heavy_items(1000, trimmed))
         links = sum(len(w.links) for w in parse_page(body).works)
-        ours = median_time(lambda: parse_page(body))
-        base = median_time(lambda: baseline_links(body), 3)
+        ours, base, ratio = paired(lambda: parse_page(body), lambda: baseline_links(body))
         what = "select-trimmed (what the crawler receives)" if trimmed else "full records"
         row(f"decode+extract, {what}, {len(body) / 1e6:.1f} MB/page, {links:,} links",
             f"{1000 / ours:,.0f} works/s", "30,000 works/s" if trimmed else "",
-            f"json.loads + dict walk {1000 / base:,.0f} works/s; ratio {base / ours:.1f}x")
+            f"json.loads + dict walk {1000 / base:,.0f} works/s; ratio {ratio:.1f}x")
 
 
 # -- write ---------------------------------------------------------------------------------------
@@ -159,19 +164,22 @@ async def _write_pages(directory: Path, pages: list) -> tuple[float, int, int]: 
 def bench_write() -> None:
     print("write (one core, link keys -> committed gzip output and state)")
     pages = [parse_page(page_body(heavy_items(1000, True, salt=f"p{i}-"))) for i in range(4)]
-    rates = []
-    for _ in range(3):
+    events = sum(len(g.objs) for page in pages for w in page.works for g in w.groups)
+    keys = [(w.doi, link.relation, link.obj) for page in pages for w in page.works for link in w.links]
+
+    def ours() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            elapsed, events, size = asyncio.run(_write_pages(Path(tmp), pages))
-            rates.append(events / elapsed)
-    keys = [(w.doi, link.relation, link.obj) for w in pages[0].works for link in w.links]
-    base = median_time(lambda: baseline_write(keys), 3)
+            _, written, _ = asyncio.run(_write_pages(Path(tmp), pages))
+            assert written == events
+
+    ours_s, base_s, ratio = paired(ours, lambda: baseline_write(keys))
+    row(f"write, {events:,} events in 4 pages", f"{events / ours_s:,.0f} events/s", "250,000 events/s",
+        f"dict + uuid5 + json.dumps + gzip 6: {len(keys) / base_s:,.0f} events/s; ratio {ratio:.1f}x")
     groups = [(w.doi, "journal-article", None, g.relation, "t", g.objs) for w in pages[0].works for g in w.groups]
-    ours = render(groups, "2026-11-23T00:00:00Z")
-    zlib6 = gzip.compress(gzip.decompress(ours), compresslevel=6)
-    row(f"write, {events:,} events in 4 pages", f"{statistics.median(rates):,.0f} events/s", "250,000 events/s",
-        f"dict + uuid5 + json.dumps + gzip 6: {len(keys) / base:,.0f} events/s; ratio {statistics.median(rates) * base / len(keys):.1f}x")
-    row("output size per event", f"{len(ours) / len(keys):.1f} B (ISA-L level 1)", "", f"{len(zlib6) / len(keys):.1f} B at zlib level 6")
+    n = sum(len(g[5]) for g in groups)
+    sample = render(groups, "2026-11-23T00:00:00Z")
+    zlib6 = gzip.compress(gzip.decompress(sample), compresslevel=6)
+    row("output size per event", f"{len(sample) / n:.1f} B (ISA-L level 1)", "", f"{len(zlib6) / n:.1f} B at zlib level 6")
 
 
 # -- the seen-key store --------------------------------------------------------------------------
