@@ -339,14 +339,15 @@ def _peak_rss(works: int) -> tuple[int, int, int, int]:
         proc.wait()
 
 
-def bench_memory() -> None:
+def bench_memory(small_works: int = 2000) -> None:
     print("memory (peak RSS of the crawler and its parser processes; concurrency 8, heavy 1000-row pages)")
-    small, _, _, pages_small = _peak_rss(2000)
-    large, first_half, second_half, pages_large = _peak_rss(40000)
-    row(f"peak RSS, 2,000 works ({pages_small} pages)", f"{small / 2**20:,.0f} MB", "<= 300 MB")
-    row(f"peak RSS, 40,000 works ({pages_large} pages)", f"{large / 2**20:,.0f} MB ({large / small - 1:+.0%})",
+    large_works = 20 * small_works
+    small, _, _, pages_small = _peak_rss(small_works)
+    large, first_half, second_half, pages_large = _peak_rss(large_works)
+    row(f"peak RSS, {small_works:,} works ({pages_small} pages)", f"{small / 2**20:,.0f} MB", "<= 300 MB")
+    row(f"peak RSS, {large_works:,} works ({pages_large} pages)", f"{large / 2**20:,.0f} MB ({large / small - 1:+.0%})",
         "within 10% of the small corpus")
-    row("peak RSS of the 40,000-work run, second half against first half",
+    row(f"peak RSS of the {large_works:,}-work run, second half against first half",
         f"{second_half / 2**20:,.0f} MB against {first_half / 2**20:,.0f} MB ({second_half / first_half - 1:+.0%})",
         "", "growth once every window scrolls")
 
@@ -401,10 +402,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--big", action="store_true", help="also measure the seen store at 100 M keys (slow)")
     parser.add_argument("--only", choices=("decode", "write", "seen", "rate", "memory", "stalls", "arithmetic"))
+    parser.add_argument("--memory-works", type=int, default=2000, metavar="N",
+                        help="works in the memory section's small corpus; the large one has 20 times as many "
+                             "(default 2000; the simulator needs ~32 KB of memory per work)")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     steps = {"decode": bench_decode, "write": bench_write, "seen": lambda: bench_seen(args.big), "rate": bench_rate,
-             "memory": bench_memory, "stalls": bench_stalls, "arithmetic": bench_arithmetic}
+             "memory": lambda: bench_memory(args.memory_works), "stalls": bench_stalls, "arithmetic": bench_arithmetic}
     for name, step in steps.items():
         if args.only in (None, name):
             step()
