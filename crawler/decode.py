@@ -171,13 +171,11 @@ def salvage(item: Any, problems: list[tuple[str, str, str]]) -> Work | None:
         if not isinstance(ref, dict):
             bad("reference[]", ref)
             continue
-        fields = {k: ref.get(k) for k in ("DOI", "unstructured", "doi-asserted-by")}
+        fields = {k: ref.get(k) for k in ("DOI", "unstructured")}
         for key, value in fields.items():
             if value is not None and not isinstance(value, str):
                 bad(f"reference.{key}", value)
-        references.append(
-            Reference(_text(fields["DOI"]), _text(fields["unstructured"]), _text(fields["doi-asserted-by"]))
-        )
+        references.append(Reference(_text(fields["DOI"]), _text(fields["unstructured"])))
     relations: dict[str, list[RelationItem]] = {}
     raw_rel = item.get("relation")
     if raw_rel is not None and not isinstance(raw_rel, dict):

@@ -23,7 +23,6 @@ class DateField(msgspec.Struct, frozen=True, gc=False):
 class Reference(msgspec.Struct, frozen=True, gc=False):
     DOI: str | None = None
     unstructured: str | None = None
-    doi_asserted_by: str | None = msgspec.field(default=None, name="doi-asserted-by")
 
 
 class RelationItem(msgspec.Struct, frozen=True, gc=False):

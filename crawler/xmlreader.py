@@ -361,12 +361,8 @@ def _with(work: Work, deposited: str | None = None, created: str | None = None) 
 
 
 def _reference(citation: etree._Element) -> Reference:
-    """`<citation>` -> a reference: `<doi provider=…>` is the DOI and who asserted it
-    (no provider: the publisher deposited it), `<unstructured_citation>` the text."""
-    doi_elem = _child(citation, "doi")
-    doi = _text(doi_elem)
-    asserted = (doi_elem.get("provider") or "publisher") if doi_elem is not None else None
-    return Reference(DOI=doi, unstructured=_text(_child(citation, "unstructured_citation")), doi_asserted_by=asserted)
+    """`<citation>` -> a reference: `<doi>` is the DOI, `<unstructured_citation>` the text."""
+    return Reference(DOI=_text(_child(citation, "doi")), unstructured=_text(_child(citation, "unstructured_citation")))
 
 
 def _release(elem: etree._Element) -> None:

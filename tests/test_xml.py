@@ -45,7 +45,7 @@ def _keys(works: list[Work]) -> set[tuple[str, str, str]]:
 # record's type, deposited and created, and some links that must come out.
 SAMPLE_FACTS = {
     "deposit-5.5-has-preprint-55-citations.xml": dict(
-        dois=["10.7554/eLife.102451"], refs=55, ref_dois=53, by_crossref=0, unstructured=2, links=54,
+        dois=["10.7554/eLife.102451"], refs=55, ref_dois=53, unstructured=2, links=54,
         type="journal-article", deposited="2017-07-17T07:17:07Z", created=None,  # <head><timestamp>
         some=[
             ("10.7554/elife.102451", "has-preprint", "10.1101/2024.09.18.24313787"),  # rel: prefix, intra
@@ -55,17 +55,17 @@ SAMPLE_FACTS = {
     ),
     "deposit-5.5-peer-review.xml": dict(
         dois=["10.7554/eLife.00666.sa0", "10.7554/eLife.00666.029", "10.7554/eLife.00666.030", "10.7554/eLife.00666.sa3"],
-        refs=0, ref_dois=0, by_crossref=0, unstructured=0, links=4,
+        refs=0, ref_dois=0, unstructured=0, links=4,
         type="peer-review", deposited="2017-07-17T07:17:07Z", created=None,
         some=[(f"10.7554/elife.00666.{s}", "is-review-of", "10.7554/elife.00666") for s in ("sa0", "029", "030", "sa3")],
     ),
     "oai-pmh-unixsd-200-records.xml": dict(
-        dois=None, refs=5433, ref_dois=0, by_crossref=0, unstructured=700, links=0,
+        dois=None, refs=5433, ref_dois=0, unstructured=700, links=0,
         type="journal-article", deposited="2011-04-17T18:30:15Z", created=None,  # last-update "2011-04-17 18:30:15.0"
         some=[],
     ),
     "unixref-31-citations.xml": dict(
-        dois=["10.5555/12345678"], refs=31, ref_dois=24, by_crossref=0, unstructured=31,
+        dois=["10.5555/12345678"], refs=31, ref_dois=24, unstructured=31,
         links=24,  # citation -23 mines 10.1534/genetics.107.070805, which citation -22 already has as <doi>
         type="journal-article", deposited="2012-12-04T08:42:23Z", created=None,  # doi_record timestamp
         some=[
@@ -75,7 +75,7 @@ SAMPLE_FACTS = {
         ],
     ),
     "unixref-work-76-citations.xml": dict(
-        dois=["10.1126/science.169.3946.635"], refs=76, ref_dois=42, by_crossref=37, unstructured=71, links=42,
+        dois=["10.1126/science.169.3946.635"], refs=76, ref_dois=42, unstructured=71, links=42,
         type="journal-article", deposited="2021-10-23T11:24:14Z", created=None,
         some=[
             ("10.1126/science.169.3946.635", "references", "10.1063/1.1749327"),
@@ -83,7 +83,7 @@ SAMPLE_FACTS = {
         ],
     ),
     "unixsd-feed-740-citations.xml": dict(
-        dois=["10.1093/ijnp/pyw100"], refs=740, ref_dois=646, by_crossref=183, unstructured=42, links=646,
+        dois=["10.1093/ijnp/pyw100"], refs=740, ref_dois=646, unstructured=42, links=646,
         type="journal-article", deposited="2017-08-24T09:57:32Z", created="2016-11-04T04:05:35Z",
         some=[
             ("10.1093/ijnp/pyw100", "references", "10.4088/jcp.v69n1014"),
@@ -91,17 +91,17 @@ SAMPLE_FACTS = {
         ],
     ),
     "unixsd-peer-review-is-review-of.xml": dict(
-        dois=["10.7287/peerj.1078v0.2/reviews/1"], refs=0, ref_dois=0, by_crossref=0, unstructured=0, links=1,
+        dois=["10.7287/peerj.1078v0.2/reviews/1"], refs=0, ref_dois=0, unstructured=0, links=1,
         type="peer-review", deposited="2018-01-10T17:22:19Z", created="2018-01-10T17:22:19Z",
         some=[("10.7287/peerj.1078v0.2/reviews/1", "is-review-of", "10.7717/peerj.1078")],  # default namespace
     ),
     "unixsd-posted-content-is-preprint-of.xml": dict(
-        dois=["10.1101/026963"], refs=0, ref_dois=0, by_crossref=0, unstructured=0, links=1,
+        dois=["10.1101/026963"], refs=0, ref_dois=0, unstructured=0, links=1,
         type="posted-content", deposited="2018-03-30T21:35:55Z", created="2015-09-17T05:01:45Z",
         some=[("10.1101/026963", "is-preprint-of", "10.1093/gigascience/gix134")],  # default namespace, intra
     ),
     "unixsd-work-56-citations.xml": dict(
-        dois=["10.1175//2572.1"], refs=56, ref_dois=47, by_crossref=47, unstructured=0, links=47,
+        dois=["10.1175//2572.1"], refs=56, ref_dois=47, unstructured=0, links=47,
         type="journal-article", deposited="2020-12-07T22:15:42Z", created="2003-07-25T16:26:33Z",
         some=[
             ("10.1175//2572.1", "references", "10.1175/1520-0469(1998)055<2137:tuocrs>2.0.co;2"),
@@ -129,8 +129,6 @@ def test_sample(name):
     refs = [r for w in works for r in w.reference or ()]
     assert len(refs) == facts["refs"]
     assert sum(r.DOI is not None for r in refs) == facts["ref_dois"]
-    assert sum(r.doi_asserted_by == "crossref" for r in refs) == facts["by_crossref"]
-    assert sum(r.doi_asserted_by == "publisher" for r in refs) == facts["ref_dois"] - facts["by_crossref"]
     assert sum(r.unstructured is not None for r in refs) == facts["unstructured"]
     keys = _keys(works)
     assert len(keys) == facts["links"]
