@@ -34,7 +34,7 @@ import msgspec
 from crawler.agency import AgencyResolver
 from crawler.api.body import Body
 from crawler.api.client import ApiClient, RequestStats, RetryPolicy, new_session
-from crawler.api.limits import POLITE, PUBLIC, Limiter
+from crawler.api.limits import POLITE, PUBLIC, Limiter, LiveSemaphore
 from crawler.config import DEFAULT_OUT, Config
 from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_body, parse_works
 from crawler.errors import (
@@ -127,6 +127,10 @@ class Crawl:
         # parsed page (~6 MB of objects on heavy pages) queued for the commit lock while the
         # parsers took the next window's page ahead of this one's rendering.
         self._pages_in_hand = asyncio.Semaphore(config.parsers + 1)
+        # Bodies in memory across windows (a heavy page is ~4 MB of gzip): one per request in
+        # flight, one per parser and one waiting for it. Each window may hold two (one parsing,
+        # one arriving), which without this bound would be twice the concurrency.
+        self._bodies = LiveSemaphore(lambda: client.limiter.concurrency + config.parsers + 1)
         self._commits: set[asyncio.Task[None]] = set()
         self._reported = (0, 0)  # retries and 429s already added to the state's counters
         self.stopping = stop  # set by SIGINT/SIGTERM: start nothing new, keep what is committed
@@ -199,11 +203,15 @@ class Crawl:
             "select": ",".join(SELECT_FIELDS),
         }
         state = _ScrollState()
+        bodies = 0  # held of `self._bodies`: given back as pages are parsed, the rest at the end
 
         async def fetch() -> None:
+            nonlocal bodies
             cursor = "*"
             while True:
                 await room.acquire()
+                await self._bodies.acquire()
+                bodies += 1
                 body = await self.client.works({**params, "cursor": cursor}, continuation=cursor != "*")
                 next_cursor, empty = scan_head(body)
                 queue.put_nowait(body)
@@ -215,11 +223,14 @@ class Crawl:
             queue.put_nowait(None)
 
         async def consume(fetcher: asyncio.Task[None]) -> None:
+            nonlocal bodies
             while (body := await queue.get()) is not None:
                 async with self._pages_in_hand:
                     page: ParsedPage = await self._in_pool(parse_body, body)
                     del body  # the parsed page replaces it: the window's next request may leave
                     room.release()
+                    bodies -= 1
+                    self._bodies.release()
                     state.total = page.total if page.total is not None else state.total
                     if page.items == 0:
                         state.finished = True
@@ -229,7 +240,11 @@ class Crawl:
                     del page  # not kept while the window waits for its next body
 
         fetcher = asyncio.create_task(fetch())
-        await _together(fetcher, asyncio.create_task(consume(fetcher)))
+        try:
+            await _together(fetcher, asyncio.create_task(consume(fetcher)))
+        finally:
+            if bodies:
+                self._bodies.release(bodies)
         if not state.finished:
             raise BadPage("the scroll stopped before its empty page")
         return state.received, state.total
@@ -242,8 +257,8 @@ class Crawl:
         if window is None:  # files: a work may legitimately come again, in a newer version
             fresh = page.works
         else:  # a scroll: the same work again is a duplicate page or item
-            fresh = [w for w in page.works if w.doi not in state.dois]
-            state.dois.update(w.doi for w in fresh)
+            fresh = [w for w in page.works if w.subject not in state.subjects]
+            state.subjects.update(w.subject for w in fresh)
         state.received += len(fresh) + sum(1 for kind, _, _ in page.problems if kind == Problem.NO_DOI)
         assert self.resolver is not None
         agencies = await self.resolver.resolve(page.prefixes)
@@ -329,7 +344,7 @@ class _ScrollState:
     total: int | None = None
     received: int = 0
     finished: bool = False
-    dois: set[str] = field(default_factory=set)
+    subjects: set[int] = field(default_factory=set)  # hashes of the works seen: ~half a DOI's memory
 
 
 # -- jobs ------------------------------------------------------------------------------

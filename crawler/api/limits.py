@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from asyncio_throttle import Throttler
 
@@ -43,8 +43,43 @@ def _header(headers: Mapping[str, str], *names: str) -> str | None:
     return None
 
 
+class LiveSemaphore:
+    """A semaphore whose size is read when it is needed (`size()`): for limits that change
+    while a run goes on, as the API's advertised concurrency and our slow-down do."""
+
+    def __init__(self, size: Callable[[], int]) -> None:
+        self.size = size
+        self.held = 0
+        self._changed = asyncio.Condition()
+        self._wakers: set[asyncio.Task[None]] = set()
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held < self.size())
+            self.held += 1
+
+    def release(self, n: int = 1) -> None:
+        """Plain code, so that a release in a `finally` cannot be cancelled half-way."""
+        self.held -= n
+        self.wake()
+
+    def wake(self) -> None:
+        """Let waiters look again: a slot was freed or the size may have grown."""
+
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        try:
+            task = asyncio.get_running_loop().create_task(notify())
+        except RuntimeError:  # no loop: nobody can be waiting
+            return
+        self._wakers.add(task)
+        task.add_done_callback(self._wakers.discard)
+
+
 class Limiter:
-    """Rate (asyncio-throttle) and concurrency (an adjustable semaphore), one object.
+    """Rate (asyncio-throttle) and concurrency (a `LiveSemaphore`), one object.
 
     `cap` is the operator's --concurrency: the limit in force is min(cap, advertised) scaled
     down by the current slow-down factor, which 429s halve and successes slowly restore.
@@ -68,10 +103,8 @@ class Limiter:
         self.factor = 1.0
         self.throttled_count = 0
         self._throttler = Throttler(rate_limit=1, period=1.0, retry_interval=0.005)
-        self._in_flight = 0
-        self._changed = asyncio.Condition()
+        self._slots = LiveSemaphore(lambda: self.concurrency)
         self._resume_at = 0.0
-        self._wakers: set[asyncio.Task[None]] = set()
         self._apply()
 
     # -- what is in force --------------------------------------------------------------
@@ -89,7 +122,7 @@ class Limiter:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._slots.held
 
     def _apply(self) -> None:
         allowed = max(1, int(self.advertised_rate * self.factor))
@@ -102,18 +135,14 @@ class Limiter:
     # -- use ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._in_flight < self.concurrency)
-            self._in_flight += 1
+        await self._slots.acquire()
         try:
             while (pause := self._resume_at - time.monotonic()) > 0:
                 await asyncio.sleep(pause)
             await self._throttler.acquire()
             yield
         finally:
-            async with self._changed:
-                self._in_flight -= 1
-                self._changed.notify_all()
+            self._slots.release()
 
     # -- feedback ----------------------------------------------------------------------
     def observe(self, headers: Mapping[str, str]) -> None:
@@ -132,7 +161,7 @@ class Limiter:
         if concurrency and concurrency.strip().isdigit() and int(concurrency) > 0:
             if int(concurrency) != self.advertised_concurrency:
                 self.advertised_concurrency = int(concurrency)
-                self._notify()
+                self._slots.wake()
         if changed:
             self._apply()
 
@@ -149,19 +178,7 @@ class Limiter:
         if self.factor < 1.0:
             self.factor = min(1.0, self.factor * 1.02)
             self._apply()
-            self._notify()
-
-    def _notify(self) -> None:
-        async def wake() -> None:
-            async with self._changed:
-                self._changed.notify_all()
-
-        try:
-            task = asyncio.get_running_loop().create_task(wake())
-        except RuntimeError:  # no loop: nobody can be waiting
-            return
-        self._wakers.add(task)
-        task.add_done_callback(self._wakers.discard)
+            self._slots.wake()
 
     def describe(self) -> str:
         return (
