@@ -45,6 +45,7 @@ from crawler.errors import (
 )
 from crawler.events import CROSSREF_TOKEN, EventGroup, render, token_for, utc_now
 from crawler.extract import prefix_of
+from crawler.memory import map_big_blocks
 from crawler.model import SELECT_FIELDS, Problem, Work
 from crawler.plan import size_all
 from crawler.progress import Progress, report_progress
@@ -84,6 +85,7 @@ def _init_parser(main_pid: int) -> None:
     """In each parser process: Ctrl-C is for the main process to handle, and when the main
     process is gone (SIGKILL, the OOM killer) the parser goes too instead of lingering."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    map_big_blocks()
     threading.Thread(target=_exit_without, args=(main_pid,), daemon=True).start()
 
 
@@ -483,6 +485,7 @@ async def started_crawl(
 ) -> AsyncIterator[Crawl]:
     """A Crawl ready to write: the output cut back to what the state committed, the parser
     processes started, the agency cache loaded; on the way out its output is closed cleanly."""
+    map_big_blocks()
     seq, offset = await store.sink_position()
     sink = Sink(out, seq, offset, config.rotate_bytes)
     if sink.recover():
