@@ -28,7 +28,8 @@ class _Envelope(msgspec.Struct, gc=False):
     message: _Message
 
 
-_PAGE = msgspec.json.Decoder(_Envelope)
+# The typed decode alone, public for the benchmark: the part of parsing no extraction can skip.
+PAGE_DECODER = msgspec.json.Decoder(_Envelope)
 _ANY = msgspec.json.Decoder()
 
 
@@ -84,7 +85,7 @@ def parse_page(body: bytes) -> ParsedPage:
     """A /works page -> its works' candidate links and the problems met on the way."""
     problems: list[tuple[str, str, str]] = []
     try:
-        message = _PAGE.decode(body).message
+        message = PAGE_DECODER.decode(body).message
         works: list[Work] = message.items
         total, cursor, items = message.total_results, message.next_cursor, len(works)
     except msgspec.ValidationError:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import msgspec  # noqa: E402
 
-from crawler.decode import parse_page  # noqa: E402
+from crawler.decode import PAGE_DECODER, parse_page  # noqa: E402
 from crawler.events import render  # noqa: E402
 from crawler.model import SELECT_FIELDS  # noqa: E402
 
@@ -120,11 +120,15 @@ def bench_decode() -> None:
         row(f"decode+extract, {what}, {len(body) / 1e6:.1f} MB/page, {links:,} links",
             f"{1000 / ours:,.0f} works/s", "30,000 works/s" if trimmed else "",
             f"json.loads + dict walk {1000 / base:,.0f} works/s; ratio {ratio:.1f}x")
-        if trimmed:  # the floor under any decoder built on msgspec: scanning the JSON at all
+        if trimmed:  # the floors under any extractor built on msgspec: scanning the JSON at all,
+            # and making the Python objects of the fields the events need
             scan_only = msgspec.json.Decoder(msgspec.defstruct("Nothing", []))
             ours, scan, _ = paired(lambda: parse_page(body), lambda: scan_only.decode(body))
             row("  the same page's JSON scan alone (msgspec, every field skipped)",
                 f"{1000 / scan:,.0f} works/s ({scan * 1e3:.0f} ms/page; decode+extract {ours * 1e3:.0f} ms)")
+            ours, typed, _ = paired(lambda: parse_page(body), lambda: PAGE_DECODER.decode(body))
+            row("  the same page decoded into the crawler's types alone (nothing extracted)",
+                f"{1000 / typed:,.0f} works/s ({typed * 1e3:.0f} ms/page; decode+extract {ours * 1e3:.0f} ms)")
 
 
 # -- write ---------------------------------------------------------------------------------------
@@ -298,8 +302,8 @@ def bench_rate() -> None:
         proc.wait()
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (forkserver, parser pool).
+def _tree_rss(pid: int) -> tuple[int, int]:
+    """Resident bytes of a process alone and with all its descendants (forkserver, parser pool).
 
     Children are listed per thread that started them (the pool starts from a worker thread).
     """
@@ -312,20 +316,23 @@ def _tree_rss(pid: int) -> int:
                 continue
             pids |= kids
             todo += kids
-    total = 0
+    own = total = 0
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+                    rss = int(line.split()[1]) * 1024
+                    total += rss
+                    own += rss if p == pid else 0
         except OSError:
             pass
-    return total
+    return own, total
 
 
-def _peak_rss(works: int) -> tuple[int, int, int, int]:
+def _peak_rss(works: int) -> tuple[int, int, int, int, int, int]:
     """Peak RSS of a backfill (the crawler and its parser processes): over the whole run, over
-    its first half and over its second half; and the pages it fetched."""
+    its first half and over its second half; the peaks of the main process alone and of the
+    others (the forkserver and the parsers); the pages fetched."""
     proc, url = start_simulator("--works", str(works), "--refs-mean", "58", "--rate", "100", "--concurrency", "8")
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -334,13 +341,14 @@ def _peak_rss(works: int) -> tuple[int, int, int, int]:
                                        stderr=subprocess.PIPE, text=True)
             samples = []
             while crawler.poll() is None:
-                samples.append((time.monotonic() - start, _tree_rss(crawler.pid)))
+                samples.append((time.monotonic() - start, *_tree_rss(crawler.pid)))
                 time.sleep(0.1)
             if crawler.returncode:
                 raise SystemExit(crawler.stderr.read() if crawler.stderr else "crawler failed")
             half = samples[-1][0] / 2
-            first, second = [r for t, r in samples if t < half], [r for t, r in samples if t >= half]
-            return max(first + second), max(first), max(second), sim_stats(url)["pages"]
+            first, second = [r for t, _, r in samples if t < half], [r for t, _, r in samples if t >= half]
+            main, others = max(own for _, own, _ in samples), max(total - own for _, own, total in samples)
+            return max(first + second), max(first), max(second), main, others, sim_stats(url)["pages"]
     finally:
         proc.terminate()
         proc.wait()
@@ -349,11 +357,15 @@ def _peak_rss(works: int) -> tuple[int, int, int, int]:
 def bench_memory(small_works: int = 2000) -> None:
     print("memory (peak RSS of the crawler and its parser processes; concurrency 8, heavy 1000-row pages)")
     large_works = 20 * small_works
-    small, _, _, pages_small = _peak_rss(small_works)
-    large, first_half, second_half, pages_large = _peak_rss(large_works)
+    small, _, _, main_small, others_small, pages_small = _peak_rss(small_works)
+    large, first_half, second_half, main_large, others_large, pages_large = _peak_rss(large_works)
     row(f"peak RSS, {small_works:,} works ({pages_small} pages)", f"{small / 2**20:,.0f} MB", "<= 300 MB")
     row(f"peak RSS, {large_works:,} works ({pages_large} pages)", f"{large / 2**20:,.0f} MB ({large / small - 1:+.0%})",
         "within 10% of the small corpus")
+    row("  peaks of the main process alone, small and large corpus",
+        f"{main_small / 2**20:,.0f} MB and {main_large / 2**20:,.0f} MB ({(main_large - main_small) / 2**20:+,.0f} MB)")
+    row("  peaks of the other processes together (forkserver, parsers)",
+        f"{others_small / 2**20:,.0f} MB and {others_large / 2**20:,.0f} MB ({(others_large - others_small) / 2**20:+,.0f} MB)")
     row(f"peak RSS of the {large_works:,}-work run, second half against first half",
         f"{second_half / 2**20:,.0f} MB against {first_half / 2**20:,.0f} MB ({second_half / first_half - 1:+.0%})",
         "", "growth once every window scrolls")
