@@ -3,7 +3,9 @@ recorded error bodies: classification, retries, identification, secrecy, body ca
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import inspect
 import json
 import logging
 import zlib
@@ -37,7 +39,8 @@ class Script:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request)
         make = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
-        return make()
+        response = make()
+        return await response if inspect.isawaitable(response) else response
 
 
 @pytest.fixture
@@ -142,6 +145,28 @@ async def test_429_without_retry_after_slows_down_and_is_retried(serve, client_f
     assert await client.count("x:y") == 42
     assert client.stats.throttled == 1
     assert client.limiter.rate < 100  # halved, recovering
+
+
+async def test_429s_to_requests_in_flight_together_halve_the_pace_once(serve, client_for):
+    # Four requests leave together and all four meet a 429: one over-limit moment, one cut.
+    arrived, together = 0, asyncio.Event()
+
+    async def throttle_four():
+        nonlocal arrived
+        arrived += 1
+        if arrived > 4:
+            return ok()()
+        if arrived == 4:
+            together.set()
+        await together.wait()
+        return status(429, "error-429-too-many-requests.html", "text/html", **{"Retry-After": "0"})()
+
+    script, url = await serve(throttle_four)
+    client = client_for(url)
+    assert await asyncio.gather(*(client.count("x:y") for _ in range(4))) == [42] * 4
+    assert client.stats.throttled == 4 and len(script.requests) == 8
+    # Halved once, then four successes win back 2% each; four halvings would leave 1/16.
+    assert 0.5 <= client.limiter.factor < 0.6
 
 
 async def test_a_continuation_is_not_retried_when_the_scroll_may_have_moved(serve, client_for):

@@ -79,6 +79,21 @@ async def test_429_slows_down_then_recovers_gradually():
     assert limiter.rate == 4.0 and limiter.concurrency == 4
 
 
+async def test_429s_of_requests_sent_before_a_cut_do_not_cut_again():
+    limiter = Limiter(8, 1.0, 8)
+    async with limiter.slot() as first:
+        pass
+    async with limiter.slot() as second:
+        pass
+    limiter.throttled(retry_after=0, sent_at=first)
+    limiter.throttled(retry_after=0, sent_at=second)  # in flight with the first: same burst
+    assert limiter.rate == 4.0 and limiter.concurrency == 4 and limiter.throttled_count == 2
+    async with limiter.slot() as after:
+        pass
+    limiter.throttled(retry_after=0, sent_at=after)  # sent at the halved pace: halves again
+    assert limiter.rate == 2.0 and limiter.concurrency == 2
+
+
 async def test_retry_after_pauses_everyone():
     limiter = Limiter(100, 1.0, 5)
     limiter.throttled(retry_after=0.3)

@@ -230,7 +230,7 @@ class ApiClient:
     ) -> Any:
         """The body of a GET (a `Body` left compressed when `packed`), or the error it earned."""
         request_headers = {**self._headers, "Accept-Encoding": "gzip, deflate"} if packed else self._headers
-        async with limiter.slot():
+        async with limiter.slot() as sent_at:
             self.stats.requests += 1
             try:
                 async with self.session.get(url, params=params, headers=request_headers, auto_decompress=not packed) as resp:
@@ -263,7 +263,7 @@ class ApiClient:
             self.stats.throttled += 1
             self.stats.errors["429"] += 1
             retry_after = _retry_after(headers)
-            limiter.throttled(retry_after)
+            limiter.throttled(retry_after, sent_at)
             raise RateLimited(f"429 Too Many Requests from {where}: {message}", retry_after=retry_after)
         self.stats.errors[str(status)] += 1
         if status == 401:

@@ -105,6 +105,7 @@ class Limiter:
         self._throttler = Throttler(rate_limit=1, period=1.0, retry_interval=0.005)
         self._slots = LiveSemaphore(lambda: self.concurrency)
         self._resume_at = 0.0
+        self._cut_at = float("-inf")  # when a 429 last cut the pace
         self._apply()
 
     # -- what is in force --------------------------------------------------------------
@@ -134,13 +135,14 @@ class Limiter:
 
     # -- use ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self) -> AsyncIterator[float]:
+        """Wait for room; gives the moment the request may leave (for `throttled`)."""
         await self._slots.acquire()
         try:
             while (pause := self._resume_at - time.monotonic()) > 0:
                 await asyncio.sleep(pause)
             await self._throttler.acquire()
-            yield
+            yield time.monotonic()
         finally:
             self._slots.release()
 
@@ -165,10 +167,17 @@ class Limiter:
         if changed:
             self._apply()
 
-    def throttled(self, retry_after: float | None = None) -> None:
-        """A 429: halve what we allow ourselves, and pause for Retry-After if given."""
+    def throttled(self, retry_after: float | None = None, sent_at: float | None = None) -> None:
+        """A 429: halve what we allow ourselves, and pause for Retry-After if given.
+
+        Once per burst: the 429s of requests sent before the last cut (`sent_at`, from
+        `slot`) answer the old pace, which that cut already halved; each halving them again
+        would leave a crawl at an eighth of its pace after three 429s in flight together.
+        """
         self.throttled_count += 1
-        self.factor = max(self.factor / 2, 0.05)
+        if sent_at is None or sent_at >= self._cut_at:
+            self.factor = max(self.factor / 2, 0.05)
+            self._cut_at = time.monotonic()
         pause = retry_after if retry_after is not None else self.advertised_interval * 2
         self._resume_at = max(self._resume_at, time.monotonic() + pause)
         self._apply()
