@@ -203,7 +203,7 @@ class Store:
             await self.db.execute("PRAGMA synchronous=NORMAL")
             # A page's commit reads and then dirties ~1,000 random leaves of the seen-key
             # B-tree. 8 MB holds those (4 MB) and its inner pages (~2 MB at 100 M keys); 16 MB
-            # was within the noise at 100 M keys (+3%) and costs 8 MB more of resident memory
+            # was within the noise at 100 M keys (~5%) and costs 8 MB more of resident memory
             # once the state outgrows it. The WAL is copied back every ~160 MB rather than
             # every 4 MB: each copy's fsync was most of a commit's cost (4 MB -> 40 MB doubled
             # the rate at 10 M keys; 40 -> 160 MB added ~14%).

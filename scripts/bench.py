@@ -120,15 +120,18 @@ def bench_decode() -> None:
         row(f"decode+extract, {what}, {len(body) / 1e6:.1f} MB/page, {links:,} links",
             f"{1000 / ours:,.0f} works/s", "30,000 works/s" if trimmed else "",
             f"json.loads + dict walk {1000 / base:,.0f} works/s; ratio {ratio:.1f}x")
-        if trimmed:  # the floors under any extractor built on msgspec: scanning the JSON at all,
-            # and making the Python objects of the fields the events need
-            scan_only = msgspec.json.Decoder(msgspec.defstruct("Nothing", []))
-            ours, scan, _ = paired(lambda: parse_page(body), lambda: scan_only.decode(body))
-            row("  the same page's JSON scan alone (msgspec, every field skipped)",
-                f"{1000 / scan:,.0f} works/s ({scan * 1e3:.0f} ms/page; decode+extract {ours * 1e3:.0f} ms)")
-            ours, typed, _ = paired(lambda: parse_page(body), lambda: PAGE_DECODER.decode(body))
-            row("  the same page decoded into the crawler's types alone (nothing extracted)",
-                f"{1000 / typed:,.0f} works/s ({typed * 1e3:.0f} ms/page; decode+extract {ours * 1e3:.0f} ms)")
+        if not trimmed:
+            continue
+        # The floors under any extractor built on msgspec: scanning the JSON at all, and making
+        # the Python objects of the fields the events need.
+        floors = {
+            "the same page's JSON scan alone (msgspec, every field skipped)":
+                msgspec.json.Decoder(msgspec.defstruct("Nothing", [])).decode,
+            "the same page decoded into the crawler's types alone (nothing extracted)": PAGE_DECODER.decode,
+        }
+        for figure, decode in floors.items():
+            ours, floor, _ = paired(lambda: parse_page(body), lambda: decode(body))
+            row(f"  {figure}", f"{1000 / floor:,.0f} works/s ({floor * 1e3:.0f} ms/page; decode+extract {ours * 1e3:.0f} ms)")
 
 
 # -- write ---------------------------------------------------------------------------------------
@@ -362,10 +365,10 @@ def bench_memory(small_works: int = 2000) -> None:
     row(f"peak RSS, {small_works:,} works ({pages_small} pages)", f"{small / 2**20:,.0f} MB", "<= 300 MB")
     row(f"peak RSS, {large_works:,} works ({pages_large} pages)", f"{large / 2**20:,.0f} MB ({large / small - 1:+.0%})",
         "within 10% of the small corpus")
-    row("  peaks of the main process alone, small and large corpus",
-        f"{main_small / 2**20:,.0f} MB and {main_large / 2**20:,.0f} MB ({(main_large - main_small) / 2**20:+,.0f} MB)")
-    row("  peaks of the other processes together (forkserver, parsers)",
-        f"{others_small / 2**20:,.0f} MB and {others_large / 2**20:,.0f} MB ({(others_large - others_small) / 2**20:+,.0f} MB)")
+    for whose, small_peak, large_peak in (("the main process alone", main_small, main_large),
+                                          ("the other processes together (forkserver, parsers)", others_small, others_large)):
+        row(f"  peaks of {whose}, small and large corpus",
+            f"{small_peak / 2**20:,.0f} MB and {large_peak / 2**20:,.0f} MB ({(large_peak - small_peak) / 2**20:+,.0f} MB)")
     row(f"peak RSS of the {large_works:,}-work run, second half against first half",
         f"{second_half / 2**20:,.0f} MB against {first_half / 2**20:,.0f} MB ({second_half / first_half - 1:+.0%})",
         "", "growth once every window scrolls")
