@@ -36,9 +36,9 @@ import msgspec  # noqa: E402
 from crawler.decode import PAGE_DECODER, parse_page  # noqa: E402
 from crawler.events import render  # noqa: E402
 from crawler.model import SELECT_FIELDS  # noqa: E402
+from tests.samples import sample_bytes  # noqa: E402
 
-SAMPLES = ROOT.parent / "shared" / "crossref-samples"
-HEAVY = SAMPLES / "rest-api" / "works-list-heavy-100.json"
+HEAVY = "rest-api/works-list-heavy-100.json"  # a recorded sample (tests/samples.py)
 ROWS: list[tuple[str, str, str, str]] = []  # (figure, measured, target, baseline)
 
 
@@ -65,7 +65,7 @@ def paired(ours, base, pairs: int = 7) -> tuple[float, float, float]:  # type: i
 # -- heavy pages ---------------------------------------------------------------------------------
 def heavy_items(n: int, trimmed: bool, salt: str = "") -> list[dict]:
     """n works shaped like the heavy sample (about 58 references each), with distinct DOIs."""
-    items = json.loads(HEAVY.read_text())["message"]["items"]
+    items = json.loads(sample_bytes(HEAVY))["message"]["items"]
     keep = set(SELECT_FIELDS)
     out = []
     for i in range(n):

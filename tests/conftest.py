@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +15,6 @@ from crawler.config import Config
 from crawler.simulator.app import PoolLimits, SimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = Path(os.environ.get("CROSSREF_SAMPLES", ROOT.parent / "shared" / "crossref-samples"))
 DOI_URL = "https://doi.org/"
 
 # Fast limits for tests: the crawler must still follow them (and the simulator counts any excess).

@@ -12,7 +12,8 @@ import pytest
 from crawler.events import CROSSREF_TOKEN, OTHER_AGENCY_TOKEN
 from crawler.pipeline import backfill
 from crawler.simulator.app import Simulator
-from tests.conftest import SAMPLES, crawler_config, fast_sim_config, output_keys, read_events
+from tests.samples import sample_bytes
+from tests.conftest import crawler_config, fast_sim_config, output_keys, read_events
 
 
 async def _run(config):
@@ -35,7 +36,7 @@ async def test_events_have_the_event_data_shape(small_corpus, tmp_path):
     async with Simulator(small_corpus, fast_sim_config()) as sim:
         assert (await _run(crawler_config(sim.url, tmp_path))).code == 0
     events = read_events(tmp_path / "events")
-    real = json.loads((SAMPLES / "event-data" / "crossref-source-events-page-1.json").read_text())
+    real = json.loads(sample_bytes("event-data/crossref-source-events-page-1.json"))
     real_event = real["message"]["events"][0] if "message" in real else real["data"][0]
     expected_fields = {
         "id", "subj_id", "obj_id", "relation_type_id", "source_id", "source_token", "occurred_at",

@@ -9,7 +9,6 @@ import inspect
 import json
 import logging
 import zlib
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,14 +18,14 @@ from crawler.api.body import Body
 from crawler.api.client import ApiClient, RetryPolicy, user_agent
 from crawler.api.limits import Limiter
 from crawler.errors import ApiError, CursorInvalid, FatalApiError, RateLimited, RetryableError
+from tests.samples import sample_bytes
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "crossref-samples" / "rest-api"
 TOKEN = "sekrit-plus-token-123"
 OK_COUNT = json.dumps({"status": "ok", "message-type": "work-list", "message": {"total-results": 42, "items": []}})
 
 
 def sample(name: str) -> bytes:
-    return (SAMPLES / name).read_bytes()
+    return sample_bytes(f"rest-api/{name}")
 
 
 class Script:

@@ -11,7 +11,7 @@ rules of the issue, not against what the code happens to do:
    A DOI mined from text loses trailing . , ; : and a closing ) or ] with no opening partner.
 5. Keys lower-cased; a work linking to itself emits nothing; the same (relation, object) once.
 
-Expectations are hand-checked against the recorded samples in /work/shared/crossref-samples, or
+Expectations are hand-checked against the recorded samples in tests/data/crossref, or
 computed by `expected_links`, a separate plain re-implementation of the rules (json + re +
 html.unescape) that never calls crawler.extract.
 
@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from collections import Counter
 from functools import lru_cache
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -38,22 +36,12 @@ from crawler.decode import BadPage, parse_page
 from crawler.extract import links, mine_doi, normalize_doi, prefix_of, unique_links
 from crawler.keys import link_hash, subject_hash
 from crawler.model import Link, Problem, Work
+from tests.samples import sample_bytes
 
 # --------------------------------------------------------------------------------------------
 # Samples
 
 
-def _samples_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "shared" / "crossref-samples"
-    if here.is_dir():
-        return here
-    env = os.environ.get("CROSSREF_SAMPLES")
-    return Path(env) if env else here
-
-
-SAMPLES = _samples_dir()
-REST = SAMPLES / "rest-api"
-needs_samples = pytest.mark.skipif(not REST.is_dir(), reason=f"no Crossref samples at {REST}")
 
 LIST_FILES = [
     "works-list-heavy-100.json",
@@ -76,7 +64,7 @@ SINGLE_FILES = [
 
 @lru_cache(maxsize=None)
 def raw(name: str) -> bytes:
-    return (REST / name).read_bytes()
+    return sample_bytes(f"rest-api/{name}")
 
 
 @lru_cache(maxsize=None)
@@ -521,7 +509,6 @@ def test_links_yield_link_tuples():
 # Real samples: specific, hand-checked cases
 
 
-@needs_samples
 def test_sample_upper_case_reference_dois_work_single_3():
     """work-single-3 (10.1109/icdcsw.2003.1203662): 13 references, 3 with a DOI field, all in
     upper case (ref10, ref3, ref2); the others have no DOI and no unstructured text."""
@@ -534,7 +521,6 @@ def test_sample_upper_case_reference_dois_work_single_3():
     }
 
 
-@needs_samples
 def test_sample_work_single_0_has_review_relation():
     """10.1016/j.neurobiolaging.2010.03.024: 57 references, 55 with distinct DOI fields, 2 without
     DOI or unstructured; relation has-review -> 10.3410/f.3904957.3650055 (asserted-by object)."""
@@ -545,7 +531,6 @@ def test_sample_work_single_0_has_review_relation():
     assert found == expected_links(d)
 
 
-@needs_samples
 def test_sample_f1000_duplicates_and_has_version():
     """10.12688/f1000research.161261.2: 47 references, 6 without any DOI (ref4, 10, 13, 16, 30, 31),
     ref35/ref36 both 10.3390/ph16101388 and ref46/ref47 both 10.5281/zenodo.14715820 -> 39 distinct;
@@ -561,7 +546,6 @@ def test_sample_f1000_duplicates_and_has_version():
     assert found == expected_links(d)
 
 
-@needs_samples
 @pytest.mark.parametrize(
     "name", ["work-2025-biorxiv.json", "work-2025-preprintsorg-title-containing-encoded-html.json", "work-single-4.json"]
 )
@@ -573,7 +557,6 @@ def test_sample_works_without_references_or_relations(name):
     assert got(d) == set()
 
 
-@needs_samples
 def test_sample_member_works_without_references():
     """Member-works items without a reference list and without relations give nothing (26 + 22 + 22)."""
     counted = 0
@@ -585,7 +568,6 @@ def test_sample_member_works_without_references():
     assert counted > 0
 
 
-@needs_samples
 def test_sample_upper_case_relation_id_is_review_of():
     """member-works page 0, 10.1002/jts5.90/v1/review1: is-review-of id 10.1002/JTS5.90, no references."""
     d = item("member-works-cursor-page-0.json", "10.1002/jts5.90/v1/review1")
@@ -593,7 +575,6 @@ def test_sample_upper_case_relation_id_is_review_of():
     assert got(d) == {("is-review-of", "10.1002/jts5.90", False)}
 
 
-@needs_samples
 def test_sample_is_review_of_relations_in_member_pages():
     """Hand-counted from the raw pages: 6, 2 and 4 works with one is-review-of entry each."""
     page0 = {
@@ -616,7 +597,6 @@ def test_sample_is_review_of_relations_in_member_pages():
         assert relations == {"is-review-of": count}
 
 
-@needs_samples
 def test_sample_has_preprint_relations_in_heavy_page():
     expected = {
         ("10.1016/j.eng.2021.03.017", "10.1101/2020.06.17.20133843"),
@@ -634,7 +614,6 @@ def test_sample_has_preprint_relations_in_heavy_page():
     assert found == expected
 
 
-@needs_samples
 def test_sample_mined_dx_doi_url_with_trailing_period():
     """works-list-heavy-100, 10.1016/j.engstruct.2015.07.040, reference _b0120 has no DOI field; its
     text ends 'http://dx.doi.org/10.4231/D3ZW18T1Q.' -> mined 10.4231/d3zw18t1q (the '.' dropped).
@@ -648,7 +627,6 @@ def test_sample_mined_dx_doi_url_with_trailing_period():
     assert mined == [(subject, "10.4231/d3zw18t1q")]
 
 
-@needs_samples
 def test_sample_angle_bracket_urls_and_arxiv_ids_are_not_dois():
     """Same work: <https://nees.org/resources/7702> and friends hold no DOI; in 10.1016/j.eng.2019.09.010
     'arXiv:1410.8516' and in 10.1038/s44172-023-00127-7 'arxiv.org/abs/1710.10903' are not DOIs."""
@@ -664,7 +642,6 @@ def test_sample_angle_bracket_urls_and_arxiv_ids_are_not_dois():
         assert mine_doi(ref["unstructured"]) is None, key
 
 
-@needs_samples
 def test_sample_ext_link_markup_without_doi_and_cites_empty():
     """works-2018-related 10.1371/journal.pone.0189048: relation {"cites": []}; 27 references, 20 with
     distinct DOI fields, ref3/7/8/10/18 carry <ext-link ... xlink:href="http://...">URL</ext-link>
@@ -680,14 +657,12 @@ def test_sample_ext_link_markup_without_doi_and_cites_empty():
     assert got(d) == {("references", doi, False) for doi in fields}
 
 
-@needs_samples
 def test_sample_cites_empty_everywhere_in_2018_page():
     for d in items_of("works-2018-related.json"):
         assert d["relation"] == {"cites": []}
         assert {rel for rel, _, _ in got(d)} <= {"references"}
 
 
-@needs_samples
 @pytest.mark.parametrize(
     "name, subject, key, expected",
     [
@@ -716,7 +691,6 @@ def test_sample_unstructured_texts_mine_to_their_doi_field(name, subject, key, e
     assert got(W(doi=subject, reference=[without_field])) == {("references", expected, True)}
 
 
-@needs_samples
 def test_sample_sici_doi_fields():
     """member-works page 1: SICI DOI fields with < > ; ( ) # are valid as given. 10.1155/2016/2878751
     ref 11 has the entity-encoded '10.1892/0891-6640(2005)19&lt;115:UTMOPI>2.0.CO;2': entity
@@ -734,7 +708,6 @@ def test_sample_sici_doi_fields():
     assert ("references", "10.1061/(asce)0733-9399(1997)123:9(897)", False) in got(item(name, "10.1155/2019/5636053"))
 
 
-@needs_samples
 def test_sample_repeated_reference_doi_is_one_link():
     """member-works page 1, 10.1155/2013/387194: refs 11 and 25 both '10.1016/S0305-0548(02)00068-0'."""
     d = item("member-works-cursor-page-1.json", "10.1155/2013/387194")
@@ -743,14 +716,12 @@ def test_sample_repeated_reference_doi_is_one_link():
     assert objs.count("10.1016/s0305-0548(02)00068-0") == 1
 
 
-@needs_samples
 def test_sample_near_self_reference_is_kept():
     """10.1016/j.compstruct.2017.12.064 cites 10.1016/j.compstruct.2017.12.063 (Part I): not itself."""
     d = item("works-2018-related.json", "10.1016/j.compstruct.2017.12.064")
     assert ("references", "10.1016/j.compstruct.2017.12.063", False) in got(d)
 
 
-@needs_samples
 def test_no_sample_work_links_to_itself():
     for name in LIST_FILES + SINGLE_FILES:
         for d in items_of(name):
@@ -761,7 +732,6 @@ def test_no_sample_work_links_to_itself():
 # Real samples against the independent implementation
 
 
-@needs_samples
 @pytest.mark.parametrize("name", LIST_FILES + SINGLE_FILES)
 def test_every_sample_work_matches_the_independent_rules(name):
     per_relation_got: Counter = Counter()
@@ -774,7 +744,6 @@ def test_every_sample_work_matches_the_independent_rules(name):
     assert per_relation_got == per_relation_expected
 
 
-@needs_samples
 def test_heavy_and_member_pages_key_sets_and_counts():
     """Whole-page key sets (subject, relation, object) and per-relation counts."""
     for name in ("works-list-heavy-100.json", *(f"member-works-cursor-page-{i}.json" for i in range(3))):
@@ -792,7 +761,6 @@ def test_heavy_and_member_pages_key_sets_and_counts():
 # decode.parse_page
 
 
-@needs_samples
 @pytest.mark.parametrize("name", LIST_FILES)
 def test_parse_page_equals_unique_links_per_item(name):
     page = parse_page(raw(name))
@@ -810,7 +778,6 @@ def test_parse_page_equals_unique_links_per_item(name):
         assert parsed.type == it.get("type")
 
 
-@needs_samples
 def test_parse_page_occurred_at_is_deposited_date():
     name = "member-works-cursor-page-0.json"
     page = parse_page(raw(name))
@@ -837,13 +804,12 @@ def test_parse_page_garbage_raises_bad_page(body):
         parse_page(body)
 
 
-@needs_samples
 @pytest.mark.parametrize(
     "body",
     [
         pytest.param(lambda: raw("works-cursor-page-0.json")[:1000], id="truncated-page"),
-        pytest.param(lambda: (REST / "error-504-gateway.html").read_bytes(), id="504-html"),
-        pytest.param(lambda: (REST / "error-404-cursor-invalid.json").read_bytes(), id="404-message-list"),
+        pytest.param(lambda: raw("error-504-gateway.html"), id="504-html"),
+        pytest.param(lambda: raw("error-404-cursor-invalid.json"), id="404-message-list"),
     ],
 )
 def test_parse_page_real_non_pages_raise_bad_page(body):
@@ -889,7 +855,6 @@ def _mixed_page() -> tuple[bytes, list[dict]]:
     return body, good
 
 
-@needs_samples
 def test_parse_page_salvages_a_page_with_wrong_types():
     body, good = _mixed_page()
     page = parse_page(body)

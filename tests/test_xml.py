@@ -25,9 +25,13 @@ from crawler.simulator.app import Simulator
 from crawler.simulator.corpus import RELATION_NAMES, generate
 from crawler.simulator.xmlrender import camel, render_deposit
 from crawler.xmlreader import XmlProblem, iso_time, iter_paths, kebab, read_works
-from tests.conftest import ROOT, SAMPLES, crawler_config, fast_sim_config, output_keys, read_events
+from tests.conftest import ROOT, crawler_config, fast_sim_config, output_keys, read_events
 
-XML = SAMPLES / "xml"
+from tests.samples import sample_bytes, sample_names, sample_path  # noqa: E402
+
+
+def xml_sample(name: str) -> Path:
+    return sample_path(f"xml/{name}")
 
 
 def _read(path: Path) -> tuple[list[Work], list[XmlProblem]]:
@@ -112,17 +116,17 @@ SAMPLE_FACTS = {
 
 
 def test_every_sample_file_is_covered():
-    assert sorted(p.name for p in XML.glob("*.xml")) == sorted(SAMPLE_FACTS)
+    assert [n.removeprefix("xml/") for n in sample_names("xml", ".xml")] == sorted(SAMPLE_FACTS)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLE_FACTS))
 def test_sample(name):
     facts = SAMPLE_FACTS[name]
-    works, problems = _read(XML / name)
+    works, problems = _read(xml_sample(name))
     assert problems == []
     dois = facts["dois"]
     if dois is None:  # the OAI-PMH page: the records named in its headers, in order
-        text = (XML / name).read_text(encoding="utf-8")
+        text = sample_bytes(f"xml/{name}").decode("utf-8")
         dois = [html.unescape(d) for d in re.findall(r"<identifier>info:doi/(.*?)</identifier>", text)]
         assert len(dois) == 200
     assert [w.DOI for w in works] == dois
@@ -142,7 +146,7 @@ def test_sample(name):
 
 def test_sample_details():
     """Values that the counts alone would not catch."""
-    works, _ = _read(XML / "deposit-5.5-has-preprint-55-citations.xml")
+    works, _ = _read(xml_sample("deposit-5.5-has-preprint-55-citations.xml"))
     relation = works[0].relation
     # camelCase names become the API's kebab-case; accession ids are kept but yield no link.
     assert {k: [(i.id_type, i.id) for i in v] for k, v in relation.items()} == {
@@ -150,12 +154,12 @@ def test_sample_details():
         "references": [("accession", "GSE190889")],
         "has-preprint": [("doi", "10.1101/2024.09.18.24313787")],
     }
-    works, _ = _read(XML / "deposit-5.5-peer-review.xml")
+    works, _ = _read(xml_sample("deposit-5.5-peer-review.xml"))
     assert works[0].relation["has-related-material"][0].id_type == "uri"
-    works, _ = _read(XML / "unixsd-work-56-citations.xml")
+    works, _ = _read(xml_sample("unixsd-work-56-citations.xml"))
     # SICI DOIs arrive unescaped, as the JSON carries them.
     assert works[0].reference[0].DOI == "10.1175/1520-0469(1998)055<2137:TUOCRS>2.0.CO;2"
-    works, _ = _read(XML / "oai-pmh-unixsd-200-records.xml")
+    works, _ = _read(xml_sample("oai-pmh-unixsd-200-records.xml"))
     assert {w.type for w in works} == {"journal-article"}
     assert all(w.deposited is not None for w in works)
 

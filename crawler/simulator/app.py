@@ -1,6 +1,6 @@
 """The simulated API: `/works` with filters, `select` and scroll cursors, and `/ra/{prefixes}`.
 
-It behaves as `../shared/crossref-notes.md` describes the real one: one opaque cursor string
+It behaves as `docs/crossref-notes.md` describes the real one: one opaque cursor string
 (with `+ / =`) for a whole scroll whose position lives on the server, cursors expiring when
 unused, an empty `items` at the end, pools chosen by mailto or Plus token with their limits in
 `x-rate-limit-*` headers, a 429 page for whoever exceeds them (and a count of it, so tests can
