@@ -1,21 +1,38 @@
-"""Registration agency per DOI prefix: batched look-ups, cached for the life of the state file."""
+"""Registration agency per DOI prefix: batched look-ups, cached in the state file.
+
+A known agency is kept for the life of the state file (a prefix never changes agency). "No
+agency knows it" is not forever: a DOI is often cited before it is registered, so a negative
+answer expires after `NEGATIVE_TTL` and is asked again; the links it held back wait in the
+state (see `select`) and are fetched again once the prefix is known (`sources.deferred`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 
 from crawler.api.client import ApiClient
+from crawler.events import utc_now
 from crawler.store import Store
 
 BATCH = 50  # prefixes per look-up: doi.org/ra takes a comma-separated list
+NEGATIVE_TTL = timedelta(days=7)
+
+
+def expired(checked_at: str | None, now: datetime | None = None) -> bool:
+    """Is a negative answer given at `checked_at` old enough to ask again?"""
+    if not checked_at:
+        return True
+    asked = datetime.fromisoformat(checked_at.replace("Z", "+00:00"))
+    return (now or datetime.now(timezone.utc)) - asked >= NEGATIVE_TTL
 
 
 class AgencyResolver:
-    def __init__(self, client: ApiClient, store: Store, cache: dict[str, str | None]) -> None:
+    def __init__(self, client: ApiClient, store: Store, cache: dict[str, tuple[str | None, str | None]]) -> None:
         self.client = client
         self.store = store
-        self.cache = cache
+        self.cache = cache  # prefix -> (agency or None, asked at)
         self._pending: dict[str, asyncio.Future[None]] = {}
         self.lookups = 0
 
@@ -23,14 +40,16 @@ class AgencyResolver:
     async def load(cls, client: ApiClient, store: Store) -> "AgencyResolver":
         return cls(client, store, await store.agencies())
 
-    async def resolve(self, prefixes: Iterable[str]) -> dict[str, str | None]:
-        """Agencies for these prefixes, asking only for those never asked before.
+    def _stale(self, prefix: str) -> bool:
+        entry = self.cache.get(prefix)
+        return entry is None or (entry[0] is None and expired(entry[1]))
 
-        Concurrent callers share in-flight look-ups, so a prefix is asked once.
-        """
+    async def resolve(self, prefixes: Iterable[str]) -> dict[str, str | None]:
+        """Agencies for these prefixes, asking only for those never asked (or whose negative
+        answer expired). Concurrent callers share in-flight look-ups, so a prefix is asked once."""
         wanted = set(prefixes)
         waits = [self._pending[p] for p in wanted if p in self._pending]
-        missing = sorted(p for p in wanted if p not in self.cache and p not in self._pending)
+        missing = sorted(p for p in wanted if p not in self._pending and self._stale(p))
         batches = [missing[i : i + BATCH] for i in range(0, len(missing), BATCH)]
         if batches:
             loop = asyncio.get_running_loop()
@@ -46,14 +65,15 @@ class AgencyResolver:
                         self._pending.pop(prefix, None)
         if waits:
             await asyncio.gather(*waits)
-        return {p: self.cache[p] for p in wanted}
+        return {p: self.cache[p][0] for p in wanted}
 
     async def _lookup(self, batch: list[str], future: asyncio.Future[None]) -> None:
         try:
             found = await self.client.agencies(batch)
             self.lookups += 1
-            await self.store.save_agencies(found)
-            self.cache.update(found)
+            now = utc_now()
+            await self.store.save_agencies(found, now)
+            self.cache.update({p: (a, now) for p, a in found.items()})
             future.set_result(None)
         except BaseException as exc:
             future.set_exception(exc)

@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from crawler import __version__
-from crawler.config import DEFAULT_API_URL, DEFAULT_OUT, DEFAULT_RA_URL, DEFAULT_STATE, MAX_ROWS, Config, default_parsers
+from crawler.config import DEFAULT_API_URL, DEFAULT_RA_URL, DEFAULT_STATE, MAX_ROWS, Config, default_parsers
 from crawler.errors import CrawlerError, UsageError
 
 log = logging.getLogger("crawler")
@@ -64,6 +64,20 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else _seconds(text)
+
+
 def _rows(text: str) -> int:
     value = _positive(text)
     if value > MAX_ROWS:
@@ -97,8 +111,8 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
                         help="Metadata Plus token, sent as a header, never printed or stored "
                         "(env CROSSREF_PLUS_TOKEN, which keeps it out of your shell history)")
     parser.add_argument("--out", type=Path, default=env.get("CRAWLER_OUT") and Path(env["CRAWLER_OUT"]),
-                        help=f"output directory for events-*.jsonl.gz (default: {DEFAULT_OUT}, "
-                        "or the one the state file records; env CRAWLER_OUT)")
+                        help="output directory for events-*.jsonl.gz (default: the one the state file "
+                        "records, else STATE-events beside the state file; env CRAWLER_OUT)")
     parser.add_argument("--concurrency", type=_positive, default=None, metavar="N",
                         help="most requests in flight; never more than the API advertises "
                         "(default: what the API advertises, 3 in the polite pool)")
@@ -108,14 +122,19 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
                         help="parser processes (default: cores - 1 = %(default)s)")
     parser.add_argument("--window-pages", type=_positive, default=20, metavar="N",
                         help="split the date range until each window is at most N pages (default: 20)")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                        help="give up on a response that stalls this long (default: 120)")
-    parser.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
+                        help="a response that stalls this long is abandoned and asked again (default: 120)")
+    parser.add_argument("--give-up-after", type=_duration, default=None, metavar="DURATION",
+                        help="end the run (exit 6) when the API has not answered for this long, e.g. 6h "
+                        "(default: never; outages are waited out)")
+    parser.add_argument("--progress", type=_seconds_or_zero, default=10.0, metavar="SECONDS",
                         help="on a terminal a live panel shows progress; elsewhere (cron, nohup, CI) a "
                         "line is logged every SECONDS; 0 for none (default: 10)")
     parser.add_argument("--retry-initial", type=float, default=1.0, help=argparse.SUPPRESS)
-    parser.add_argument("--retry-max", type=float, default=60.0, help=argparse.SUPPRESS)
+    parser.add_argument("--retry-max", type=float, default=180.0, help=argparse.SUPPRESS)
     parser.add_argument("--rotate-mb", type=float, default=256.0, help=argparse.SUPPRESS)
+    parser.add_argument("--max-body-mb", type=float, default=256.0, help=argparse.SUPPRESS)
+    parser.add_argument("--trust-rate-headers", action="store_true", help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,7 +256,10 @@ def config_from(args: argparse.Namespace) -> Config:
         live=live_progress(args),
         retry_initial_s=args.retry_initial,
         retry_max_s=args.retry_max,
-        rotate_bytes=int(args.rotate_mb * 1024 * 1024),
+        give_up_after_s=args.give_up_after,
+        rotate_bytes=max(1, int(args.rotate_mb * 1024 * 1024)),
+        max_body_bytes=max(1, int(args.max_body_mb * 1024 * 1024)),
+        trust_rate_headers=args.trust_rate_headers,
     )
 
 
@@ -333,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "update":
             return _update(args)
         if args.command == "ingest-xml":
-            from crawler.pipeline import ingest_xml
+            from crawler.jobs import ingest_xml
 
             missing = [str(p) for p in args.paths if not p.exists()]
             if missing:
@@ -388,15 +410,15 @@ def _connected_config(args: argparse.Namespace) -> Config:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from crawler.pipeline import backfill
+    from crawler.jobs import backfill
 
     config = _connected_config(args)
     return _finish(*run_with_signals(lambda stop: backfill(config, stop)))
 
 
 def _update(args: argparse.Namespace) -> int:
-    from crawler.errors import RetryableError
-    from crawler.pipeline import Outcome, update
+    from crawler.errors import Unreachable
+    from crawler.jobs import Outcome, update
 
     config = _connected_config(args)
     if not args.follow:
@@ -408,7 +430,7 @@ def _update(args: argparse.Namespace) -> int:
             failed = None
             try:
                 outcome = await update(config, stop, since)
-            except RetryableError as exc:  # the API stayed down past every retry: try next round
+            except Unreachable as exc:  # the API stayed down past --give-up-after: try next round
                 failed = outcome = Outcome(1, f"update failed: {exc}")
             since = None  # --since only overrides the first round
             if stop.is_set() or outcome.code not in (0, 1):

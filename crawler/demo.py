@@ -55,7 +55,7 @@ def summarize(out: Path) -> tuple[int, Counter[str], Counter[str]]:
 
 def run_demo(works: int, seed: int, directory: Path, live: bool = False) -> int:
     from crawler.cli import run_with_signals
-    from crawler.pipeline import backfill
+    from crawler.jobs import backfill
 
     shutil.rmtree(directory, ignore_errors=True)
     print(f"demo: generating {works:,} works (seed {seed}) and starting the simulator ...", flush=True)

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from crawler.pipeline import Crawl
+    from crawler.engine import Crawl
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Snapshot:
     limits: str
     retries: int
     throttled: int
+    waiting: str | None = None  # an outage: "waiting for the API since 14:02 (…); next try in 40 s"
 
     @property
     def windows_total(self) -> int:
@@ -87,6 +88,7 @@ async def snapshot(crawl: Crawl, job: str) -> Snapshot:
         events=summary.get("events", 0), pages_s=p.pages / elapsed, works_s=p.works / elapsed,
         recent_pages_s=recent_pages, recent_works_s=recent_works, eta_s=eta,
         limits=crawl.client.limiter.describe(), retries=stats.retries, throttled=stats.throttled,
+        waiting="; ".join(filter(None, (h.describe() for h in (crawl.client.health, crawl.client.ra_health)))) or None,
     )
 
 
@@ -105,7 +107,8 @@ def duration(seconds: float | None) -> str:
 def plain_line(s: Snapshot) -> str:
     w = s.windows
     return (
-        f"{s.job}: windows {w['done']}/{s.windows_total} done ({w['running']} running"
+        (f"{s.job}: {s.waiting}; " if s.waiting else "")
+        + f"{s.job}: windows {w['done']}/{s.windows_total} done ({w['running']} running"
         + (f", {w['short']} short" if w["short"] else "") + (f", {w['failed']} failed" if w["failed"] else "")
         + f"), {s.works:,} works, {s.events:,} events; "
         f"{s.recent_pages_s:.2f} pages/s, {s.recent_works_s:,.0f} works/s recent "
@@ -129,7 +132,7 @@ def panel(s: Snapshot) -> Table:
     table.add_row("speed", f"{s.recent_pages_s:.2f} pages/s, {s.recent_works_s:,.0f} works/s (last minute); "
                   f"{s.pages_s:.2f} pages/s, {s.works_s:,.0f} works/s (this run)")
     table.add_row("ETA", duration(s.eta_s))
-    table.add_row("API", s.limits)
+    table.add_row("API", f"[yellow]{s.waiting}[/]" if s.waiting else s.limits)
     table.add_row("retries", f"{s.retries:,} (429s: {s.throttled:,})")
     return table
 

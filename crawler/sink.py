@@ -3,8 +3,15 @@
 Exactly-once rests on one rule: bytes are appended and fsynced *before* the state commits the
 file's new length, and on start-up the part file is cut back to the committed length. Bytes
 past it belong to a page whose seen keys were never committed, so that page is redone.
-A part file is renamed to its final name (and the state moves to the next number) when it is
-large enough and whenever a run stops cleanly, so no partial file survives a clean stop.
+A part file gets its final name (and the state moves to the next number) when it is large
+enough and whenever a run stops cleanly, so no partial file survives a clean stop. Completing
+is safe at every step against a crash or a power cut: the state first records the file's full
+length durably (the caller's job), then the final name is linked to the part file (never over
+an existing file), the part name removed and the directory fsynced, and only then does the
+state move on; `recover` finishes whichever step a crash interrupted.
+
+`CRAWLER_CRASH_AT` names a step (see `crash_point`) at which the process kills itself: the
+tests use it to crash the crawler at every step of a completion.
 """
 
 from __future__ import annotations
@@ -15,6 +22,13 @@ from pathlib import Path
 from crawler.errors import OutputError
 
 PART_SUFFIX = ".jsonl.gz.part"
+_CRASH_AT = os.environ.get("CRAWLER_CRASH_AT", "")
+
+
+def crash_point(step: str) -> None:
+    """Die here, as a power cut or SIGKILL would, if the tests asked for it."""
+    if step == _CRASH_AT:
+        os.kill(os.getpid(), 9)
 FINAL_SUFFIX = ".jsonl.gz"
 ROTATE_BYTES = 256 * 1024 * 1024
 
@@ -42,6 +56,18 @@ class Sink:
         except OSError as exc:
             raise OutputError(f"cannot create the output directory {self.out_dir}: {exc.strerror}") from None
         part, final = self.path(), self.path(final=True)
+        if part.exists() and final.exists() and os.path.samefile(part, final):
+            part.unlink()  # completed, but the crash came before the part name went
+            _fsync_dir(self.out_dir)
+        if final.exists() and not part.exists():
+            size = final.stat().st_size
+            if self.offset == 0 or size != self.offset:
+                raise OutputError(
+                    f"{final} exists but the state records {self.offset} bytes for it ({size} on disk): "
+                    "it was not written by this state file's last run. Move it away, or use another --out"
+                )
+            self.seq, self.offset = self.seq + 1, 0  # completed before the crash: move on
+            return True
         if part.exists():
             if part.stat().st_size < self.offset:
                 raise OutputError(
@@ -56,9 +82,6 @@ class Sink:
             return False
         if self.offset == 0:
             return False
-        if final.exists():  # renamed, but the crash came before the state said so
-            self.seq, self.offset = self.seq + 1, 0
-            return True
         raise OutputError(
             f"{part} is missing although the state records {self.offset} bytes in it: "
             "events would be lost. Restore the file, or start over with a new --state and --out."
@@ -104,13 +127,24 @@ class Sink:
         return self.offset >= self.rotate_bytes
 
     def finish_file(self) -> Path | None:
-        """Give the current part file its final name; the caller commits (seq, 0) next."""
+        """Give the current part file its final name, never replacing a file; the caller has
+        made its length durable in the state before, and commits (seq, 0) after."""
         self._close()
         if self.offset == 0 or self.stuck:
             return None
-        final = self.path(final=True)
-        os.replace(self.path(), final)
+        part, final = self.path(), self.path(final=True)
+        crash_point("complete:before-link")
+        try:
+            os.link(part, final)
+        except FileExistsError:
+            raise OutputError(f"{final} already exists: refusing to replace it (was another run writing here?)") from None
+        except OSError as exc:
+            raise OutputError(f"cannot complete {part}: {exc.strerror}") from None
+        crash_point("complete:after-link")
+        part.unlink()
+        crash_point("complete:after-unlink")
         _fsync_dir(self.out_dir)
+        crash_point("complete:after-fsync")
         self.seq, self.offset = self.seq + 1, 0
         return final
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from crawler.store import WINDOW_STATUSES, Store
+from crawler.store import WINDOW_STATUSES, Store, crawler_running
 
 BREAKDOWNS = ("relation", "agency", "subject-prefix")  # counter families written per new event
 RUN_COUNTERS = ("works", "events", "pages", "retries", "429s")
@@ -30,9 +32,32 @@ async def _read(state: Path) -> tuple[dict[str, str], dict[str, dict[str, int]],
         await store.close()
 
 
+def _waiting(meta: dict[str, str], running: bool) -> list[str]:
+    """'waiting for the API since 14:02 (503 …); next try in 40 s', while a crawler waits."""
+    if not running or "outage" not in meta:
+        return []
+    lines = []
+    for outage in json.loads(meta["outage"]):
+        since = datetime.fromtimestamp(outage["since"]).strftime("%H:%M")
+        wait = max(0.0, outage["next_try"] - time.time())
+        lines.append(f"waiting for {outage['service']} since {since} ({outage['error']}); next try in {wait:.0f} s")
+    return lines
+
+
+def _output_files(out: str | None, seq: int, offset: int) -> dict[str, Any]:
+    """The last completed file and the one being written, as they are on disk."""
+    folder = Path(out) if out else None
+    completed = f"events-{seq - 1:06d}.jsonl.gz" if seq > 1 else None
+    part = f"events-{seq:06d}.jsonl.gz.part"
+    writing = part if folder is not None and (folder / part).exists() else None
+    return {"last_completed": completed, "writing": writing, "committed_bytes": offset if writing else 0,
+            "completed_files": seq - 1}
+
+
 async def status_report(state: Path) -> dict[str, Any]:
     """Everything `crawler status` shows, as plain data (the --json output)."""
     meta, summary, counters, unfinished, errors, (seq, offset) = await _read(state)
+    running = crawler_running(state)
 
     def windows(job: str) -> dict[str, int]:
         return {s: summary.get(job, {}).get(s, 0) for s in WINDOW_STATUSES}
@@ -49,19 +74,22 @@ async def status_report(state: Path) -> dict[str, Any]:
     mark, source = meta.get("update_mark"), "update"
     if not mark and meta.get("backfill_started_at"):
         mark, source = meta["backfill_started_at"][:10], "backfill start"
-    running = None
-    if any(n for s, n in windows("update").items() if s != "done"):  # done windows stay until the next update
-        running = {"from": meta.get("update_from"), "until": meta.get("update_until"), "windows": windows("update")}
+    update_running = None
+    if any(n for s, n in windows("update").items() if s not in ("done", "short")):
+        update_running = {"from": meta.get("update_from"), "until": meta.get("update_until"), "windows": windows("update")}
     return {
         "state": str(state),
+        "crawler_running": running,
+        "waiting": _waiting(meta, running),
         "out": meta.get("out"),
-        "output_file": {"name": f"events-{seq:06d}", "committed_bytes": offset},
+        "output_files": _output_files(meta.get("out"), seq, offset),
+        "last_error": json.loads(meta["last_error"]) if "last_error" in meta else None,
         "backfill": backfill,
         "update": {
             "high_water_mark": mark,
             "mark_from": source if mark else None,
             "last": json.loads(meta["last_update"]) if "last_update" in meta else None,
-            "running": running,
+            "running": update_running,
         },
         "totals": {name: counters.get(name, 0) for name in RUN_COUNTERS},
         "not_emitted": {k: v for k, v in sorted(counters.items()) if ":" not in k and k not in RUN_COUNTERS},
@@ -102,8 +130,13 @@ def status_table(report: dict[str, Any]) -> Table:
     table = Table(show_header=False, box=None, title=f"crawler status: {report['state']}", title_justify="left")
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    table.add_row("output", f"{report['out'] or '?'} ({report['output_file']['name']}, "
-                  f"{report['output_file']['committed_bytes']:,} bytes committed)")
+    table.add_row("crawler", "[green]running[/]" if report["crawler_running"] else "not running")
+    for line in report["waiting"]:
+        table.add_row("[yellow]waiting[/]", line)
+    files = report["output_files"]
+    table.add_row("output", f"{report['out'] or '?'}: {files['completed_files']:,} completed file(s)"
+                  + (f", last {files['last_completed']}" if files["last_completed"] else "")
+                  + (f"; writing {files['writing']} ({files['committed_bytes']:,} bytes committed)" if files["writing"] else ""))
     backfill = report["backfill"]
     if backfill:
         finished = backfill["finished_at"]
@@ -132,7 +165,9 @@ def status_table(report: dict[str, Any]) -> Table:
         table.add_row(f"[red]{window['status']} window[/]", f"{window['job']} {window['start']}..{window['end']} "
                       f"({window['total']} expected); run the same command again to retry it")
     for error in report["last_errors"]:
-        table.add_row("last error", f"{error['window']} ({error['status']}): {error['error']}")
+        table.add_row("window error", f"{error['window']} ({error['status']}): {error['error']}")
+    if report["last_error"]:
+        table.add_row("last error", f"{report['last_error']['error']} (at {report['last_error']['at']})")
     return table
 
 

@@ -1,10 +1,10 @@
 """The state file: every read and write of durable state, in one SQLite file (WAL).
 
 What must survive a crash is committed in one transaction with what it depends on: a page's
-seen keys, its window's counts and the output file's new length go together (`commit_page`).
-The seen-key store keeps one row per subject work holding that work's emitted link hashes
-(48-bit, see `keys`), packed as 6 bytes each, so a key costs about 8 bytes on disk with
-the row's share of overhead.
+seen keys, its source's position (window counts, snapshot unit), the links waiting for an
+agency and the output file's new length go together (`commit_page`). The seen-key store
+keeps one row per subject work holding that work's emitted link hashes (48-bit, see `keys`),
+packed as 6 bytes each, so a key costs about 8 bytes on disk with the row's share of overhead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import fcntl
 import os
 import sqlite3
 import sys
+import uuid
 from array import array
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import aiosqlite
 
-from crawler.errors import StateError
+from crawler.errors import DiskError, StateError
 
-SCHEMA_VERSION = 3  # 2: xxh3 link hashes, packed unsigned; 3: 48-bit link hashes
+SCHEMA_VERSION = 4  # 2: xxh3 link hashes; 3: 48-bit link hashes; 4: window scopes, deferred links, units
 APPLICATION_ID = 0x43524C52  # "CRLR": tells our state files from any other SQLite file
 
 _SCHEMA = """
@@ -42,17 +43,46 @@ CREATE TABLE windows (
     events INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     cursor TEXT,
-    error TEXT
+    error TEXT,
+    scope TEXT NOT NULL DEFAULT '',        -- filters that cut a day further (type-name:…, has-…:1)
+    rows INTEGER,                          -- rows per page, when smaller than the run's
+    short_runs INTEGER NOT NULL DEFAULT 0, -- complete scrolls in a row that ended at short_received
+    short_received INTEGER,
+    error_at TEXT
 );
 CREATE INDEX windows_status ON windows (job, status);
-CREATE TABLE agency (prefix TEXT PRIMARY KEY, agency TEXT) WITHOUT ROWID;
+CREATE TABLE agency (prefix TEXT PRIMARY KEY, agency TEXT, checked_at TEXT) WITHOUT ROWID;
 CREATE TABLE seen (subject INTEGER PRIMARY KEY, links BLOB NOT NULL);
+CREATE TABLE deferred (prefix TEXT NOT NULL, subject TEXT NOT NULL, links INTEGER NOT NULL,
+                       PRIMARY KEY (prefix, subject)) WITHOUT ROWID;
+CREATE TABLE units (key TEXT PRIMARY KEY, records INTEGER NOT NULL DEFAULT 0,
+                    problems INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
+                    failed INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE sink (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, offset INTEGER NOT NULL);
 INSERT INTO sink VALUES (1, 1, 0);
 """
 
+# One step per version: each runs in one transaction with the version bump.
+_MIGRATIONS = {
+    3: """
+ALTER TABLE windows ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+ALTER TABLE windows ADD COLUMN rows INTEGER;
+ALTER TABLE windows ADD COLUMN short_runs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE windows ADD COLUMN short_received INTEGER;
+ALTER TABLE windows ADD COLUMN error_at TEXT;
+ALTER TABLE agency ADD COLUMN checked_at TEXT;
+CREATE TABLE deferred (prefix TEXT NOT NULL, subject TEXT NOT NULL, links INTEGER NOT NULL,
+                       PRIMARY KEY (prefix, subject)) WITHOUT ROWID;
+CREATE TABLE units (key TEXT PRIMARY KEY, records INTEGER NOT NULL DEFAULT 0,
+                    problems INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
+                    failed INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+DELETE FROM counters WHERE name = 'unknown-agency';
+""",
+}
+
 WINDOW_STATUSES = ("unsized", "pending", "running", "done", "short", "failed")
+_WINDOW_COLUMNS = "id, job, field, start, end, scope, status, total, attempts, rows, short_runs, short_received, received, works"
 
 
 @dataclass(frozen=True)
@@ -62,13 +92,46 @@ class Window:
     field: str
     start: str
     end: str
+    scope: str
     status: str
     total: int | None
     attempts: int
+    rows: int | None = None
+    short_runs: int = 0
+    short_received: int | None = None
+    received: int = 0
+    works: int = 0
 
     @property
     def filter(self) -> str:
-        return f"from-{self.field}:{self.start},until-{self.field}:{self.end}"
+        dates = f"from-{self.field}:{self.start},until-{self.field}:{self.end}"
+        return f"{dates},{self.scope}" if self.scope else dates
+
+    def describe(self) -> str:
+        days = self.start if self.start == self.end else f"{self.start}..{self.end}"
+        return f"{days} ({self.scope})" if self.scope else days
+
+
+@dataclass(frozen=True)
+class WindowProgress:
+    """What a committed page changes in its window."""
+
+    id: int
+    works: int  # new distinct works in this page
+    received: int  # distinct works of the current scroll so far
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class UnitProgress:
+    """What a committed batch changes in its snapshot (or XML) unit."""
+
+    key: str
+    records: int  # records of the unit consumed so far (good or bad)
+    problems: int  # problems met in this batch
+    done: bool
+    failed: bool = False
+    bytes: int = 0  # stored bytes of the unit, counted when done
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -106,10 +169,16 @@ class Store:
         self._tx_lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction at a time on the shared connection; rolled back on error."""
+    async def transaction(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction at a time on the shared connection; rolled back on error.
+
+        `durable`: on disk before this returns (fsynced WAL), with every commit before it; the
+        others may be lost by a power cut (never torn), which the output's recovery allows for.
+        """
         async with self._tx_lock:
             try:
+                if durable:
+                    await self.db.execute("PRAGMA synchronous=FULL")
                 try:
                     await self.db.execute("BEGIN IMMEDIATE")
                     yield self.db
@@ -117,8 +186,11 @@ class Store:
                 except BaseException:
                     await self._rollback()
                     raise
+                finally:
+                    if durable:
+                        await self.db.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.OperationalError as exc:
-                raise StateError(
+                raise DiskError(
                     f"cannot write the state file {self.path} ({exc}); nothing committed was lost: "
                     "free space or fix permissions, then rerun the same command"
                 ) from None
@@ -140,25 +212,30 @@ class Store:
     ) -> "Store":
         """Open (creating if allowed) and lock; `readonly` opens for reading beside a live run."""
         path = Path(path)
+        if path.is_dir():
+            raise StateError(f"{path} is a directory, not a state file: give a file path with --state")
         if not path.exists():
             if not create or readonly:
                 raise StateError(f"no state file at {path}: nothing has run with it yet")
-            path.parent.mkdir(parents=True, exist_ok=True)
-        lock_fd = -1 if readonly else _lock(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(f"cannot create the folder of the state file {path}: {exc.strerror}") from None
+        lock_fd, made_lock = (-1, False) if readonly else _lock(path)
         try:
             if readonly:
                 db = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
             else:
                 db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
-            if lock_fd >= 0:
-                os.close(lock_fd)
+            _unlock(path, lock_fd, made_lock)
             raise StateError(f"cannot open the state file {path}: {exc}") from None
         store = cls(db, path, lock_fd)
         try:
             await store._prepare(create and not readonly, readonly)
         except BaseException:
-            await store.close()
+            await store.db.close()
+            _unlock(path, lock_fd, made_lock)
             raise
         return store
 
@@ -174,12 +251,15 @@ class Store:
         if tables == 0 and app_id == 0:
             if not create:
                 raise StateError(f"{self.path} is empty: nothing has run with it yet")
-            await self._one("PRAGMA journal_mode=WAL")  # returns a row: consume it
-            # One script, one transaction: a crash leaves either no schema or all of it.
-            await self.db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id={APPLICATION_ID}; "
-                f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-            )
+            try:
+                await self._one("PRAGMA journal_mode=WAL")  # returns a row: consume it
+                # One script, one transaction: a crash leaves either no schema or all of it.
+                await self.db.executescript(
+                    f"BEGIN IMMEDIATE; {_SCHEMA} INSERT INTO meta VALUES ('state_id', '{uuid.uuid4()}'); "
+                    f"PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                )
+            except sqlite3.OperationalError as exc:
+                raise StateError(f"cannot create the state file {self.path}: {exc}") from None
         elif app_id != APPLICATION_ID:
             raise StateError(
                 f"{self.path} is an SQLite file of another program (application id {app_id:#x}); "
@@ -191,12 +271,19 @@ class Store:
                 f"{self.path} has schema version {version}, newer than this crawler "
                 f"understands ({SCHEMA_VERSION}); upgrade the crawler"
             )
-        if version < SCHEMA_VERSION:
+        if version < min(_MIGRATIONS):
             raise StateError(
                 f"{self.path} has schema version {version}, from a development version of the "
                 f"crawler whose link hashes differ from today's ({SCHEMA_VERSION}); start a new "
                 "state file and output directory"
             )
+        if version < SCHEMA_VERSION:
+            if readonly:
+                raise StateError(f"{self.path} has schema version {version}: run the crawler on it once to upgrade it")
+            for step in range(version, SCHEMA_VERSION):
+                await self.db.executescript(
+                    f"BEGIN IMMEDIATE; {_MIGRATIONS[step]} PRAGMA user_version={step + 1}; COMMIT;"
+                )
         if not readonly:
             # NORMAL in WAL: a power cut may lose the last commits, never consistency; the
             # output's committed length travels with them, so the sink truncates to match.
@@ -209,6 +296,8 @@ class Store:
             # the rate at 10 M keys; 40 -> 160 MB added ~14%).
             await self.db.execute("PRAGMA cache_size=-8192")
             await self.db.execute("PRAGMA wal_autocheckpoint=40000")
+            if "state_id" not in await self.meta():
+                await self.set_meta({"state_id": str(uuid.uuid4())})
 
     async def close(self) -> None:
         try:
@@ -216,6 +305,7 @@ class Store:
         finally:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
+                self._lock_fd = -1
 
     async def __aenter__(self) -> "Store":
         return self
@@ -236,26 +326,29 @@ class Store:
     async def meta(self) -> dict[str, str]:
         return dict(await self._all("SELECT key, value FROM meta"))
 
-    async def set_meta(self, values: Mapping[str, str]) -> None:
+    async def set_meta(self, values: Mapping[str, str | None]) -> None:
+        """Set keys; a None value removes its key."""
         async with self.transaction() as db:
             await db.executemany(
                 "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                list(values.items()),
+                [(k, v) for k, v in values.items() if v is not None],
             )
+            await db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k, v in values.items() if v is None])
 
     # -- the plan ----------------------------------------------------------------------
-    async def add_windows(self, job: str, field: str, ranges: Iterable[tuple[str, str]]) -> None:
+    async def add_windows(self, job: str, field: str, ranges: Iterable[tuple[str, str]], scope: str = "") -> None:
         async with self.transaction() as db:
             await db.executemany(
-                "INSERT INTO windows (job, field, start, end, status) VALUES (?, ?, ?, ?, 'unsized')",
-                [(job, field, a, b) for a, b in ranges],
+                "INSERT INTO windows (job, field, start, end, scope, status) VALUES (?, ?, ?, ?, ?, 'unsized')",
+                [(job, field, a, b, scope) for a, b in ranges],
             )
 
     async def windows(self, job: str, *statuses: str) -> list[Window]:
+        """The job's windows of these statuses, the largest first (those sized)."""
         marks = ",".join("?" * len(statuses))
         rows = await self._all(
-            "SELECT id, job, field, start, end, status, total, attempts FROM windows "
-            f"WHERE job = ? AND status IN ({marks}) ORDER BY start",
+            f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE job = ? AND status IN ({marks}) "
+            "ORDER BY coalesce(total, 0) DESC, start, id",
             (job, *statuses),
         )
         return [Window(*row) for row in rows]
@@ -267,16 +360,20 @@ class Store:
                 "UPDATE windows SET status = ?, total = ? WHERE id = ?", (status, total, window_id)
             )
 
-    async def clear_windows(self, job: str) -> None:
+    async def clear_windows(self, job: str, *statuses: str) -> None:
+        marks = ",".join("?" * len(statuses))
         async with self.transaction() as db:
-            await db.execute("DELETE FROM windows WHERE job = ?", (job,))
+            await db.execute(f"DELETE FROM windows WHERE job = ? AND status IN ({marks})", (job, *statuses))
 
-    async def split_window(self, window: Window, halves: list[tuple[str, str]]) -> None:
+    async def split_window(self, window: Window, parts: list[tuple[str, str, str, int | None]]) -> None:
+        """Replace a window by parts (start, end, scope, total or None when not yet sized)."""
         async with self.transaction() as db:
             await db.execute("DELETE FROM windows WHERE id = ?", (window.id,))
             await db.executemany(
-                "INSERT INTO windows (job, field, start, end, status) VALUES (?, ?, ?, ?, 'unsized')",
-                [(window.job, window.field, a, b) for a, b in halves],
+                "INSERT INTO windows (job, field, start, end, scope, status, total, rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(window.job, window.field, a, b, scope,
+                  "unsized" if total is None else "done" if total == 0 else "pending", total, window.rows)
+                 for a, b, scope, total in parts],
             )
 
     async def start_window(self, window_id: int) -> None:
@@ -284,24 +381,32 @@ class Store:
         async with self.transaction() as db:
             await db.execute(
                 "UPDATE windows SET status='running', attempts=attempts+1, received=0, works=0, "
-                "cursor=NULL, error=NULL WHERE id = ?",
+                "cursor=NULL WHERE id = ?",
                 (window_id,),
             )
 
     async def end_window(
-        self, window_id: int, status: str, *, total: int | None = None, error: str | None = None
+        self, window_id: int, status: str, *, total: int | None = None, error: str | None = None,
+        short_runs: int | None = None, short_received: int | None = None, rows: int | None = None,
     ) -> None:
+        """Record how an attempt ended; `status` 'pending' puts the window back in the queue."""
         async with self.transaction() as db:
             await db.execute(
-                "UPDATE windows SET status=?, total=coalesce(?, total), error=?, cursor=NULL WHERE id=?",
-                (status, total, error, window_id),
+                "UPDATE windows SET status=?, total=coalesce(?, total), error=coalesce(?, error), "
+                "error_at=CASE WHEN ? IS NULL THEN error_at ELSE strftime('%Y-%m-%dT%H:%M:%SZ', 'now') END, "
+                "cursor=NULL, short_runs=coalesce(?, short_runs), short_received=coalesce(?, short_received), "
+                "rows=coalesce(?, rows) WHERE id=?",
+                (status, total, error, error, short_runs, short_received, rows, window_id),
             )
 
-    async def requeue_running(self, job: str) -> int:
-        """After a crash: windows left running restart from '*' (their scroll may have moved)."""
+    async def requeue(self, job: str, *statuses: str) -> int:
+        """Windows of these statuses back to the queue (after a crash or a stop: 'running';
+        on a new run: 'short' and 'failed', with a fresh streak)."""
+        marks = ",".join("?" * len(statuses))
         async with self.transaction() as db:
             cur = await db.execute(
-                "UPDATE windows SET status='pending' WHERE job=? AND status='running'", (job,)
+                f"UPDATE windows SET status='pending', short_runs=0 WHERE job=? AND status IN ({marks})",
+                (job, *statuses),
             )
         return cur.rowcount
 
@@ -320,22 +425,54 @@ class Store:
             entry["planned"] += total
         return summary
 
+    async def all_windows(self, job: str | None = None) -> list[tuple]:
+        """Every window with its figures and last error, for `status --windows`."""
+        where = "WHERE job = ?" if job else ""
+        return await self._all(
+            "SELECT job, field, start, end, scope, status, total, works, events, attempts, error, error_at "
+            f"FROM windows {where} ORDER BY job, start, scope", (job,) if job else ())
+
     async def last_errors(self, limit: int = 5) -> list[tuple[str, str, str]]:
         return await self._all(
-            "SELECT start || '..' || end, status, error FROM windows WHERE error IS NOT NULL "
-            "ORDER BY id DESC LIMIT ?",
+            "SELECT start || '..' || end || CASE WHEN scope = '' THEN '' ELSE ' (' || scope || ')' END, "
+            "status, error FROM windows WHERE error IS NOT NULL ORDER BY error_at DESC, id DESC LIMIT ?",
             (limit,),
         )
 
-    # -- agencies ----------------------------------------------------------------------
-    async def agencies(self) -> dict[str, str | None]:
-        return dict(await self._all("SELECT prefix, agency FROM agency"))
+    # -- agencies and links waiting for one --------------------------------------------
+    async def agencies(self) -> dict[str, tuple[str | None, str | None]]:
+        """prefix -> (agency or None, when it was asked)."""
+        return {p: (a, t) for p, a, t in await self._all("SELECT prefix, agency, checked_at FROM agency")}
 
-    async def save_agencies(self, found: Mapping[str, str | None]) -> None:
+    async def save_agencies(self, found: Mapping[str, str | None], checked_at: str) -> None:
         async with self.transaction() as db:
             await db.executemany(
-                "INSERT OR REPLACE INTO agency VALUES (?, ?)", list(found.items())
+                "INSERT OR REPLACE INTO agency VALUES (?, ?, ?)", [(p, a, checked_at) for p, a in found.items()]
             )
+
+    async def deferred_prefixes(self) -> list[str]:
+        return [p for (p,) in await self._all("SELECT DISTINCT prefix FROM deferred")]
+
+    async def deferred_subjects(self, prefixes: list[str]) -> list[str]:
+        marks = ",".join("?" * len(prefixes))
+        return [s for (s,) in await self._all(
+            f"SELECT DISTINCT subject FROM deferred WHERE prefix IN ({marks}) ORDER BY subject", tuple(prefixes))]
+
+    # -- snapshot and XML units --------------------------------------------------------
+    async def units(self) -> dict[str, tuple[int, int, bool, bool]]:
+        """unit key -> (records consumed, problems, done, failed)."""
+        return {k: (r, p, bool(d), bool(f)) for k, r, p, d, f in
+                await self._all("SELECT key, records, problems, done, failed FROM units")}
+
+    async def unit_summary(self) -> dict[str, int]:
+        row = await self._one(
+            "SELECT count(*), coalesce(sum(done),0), coalesce(sum(failed),0), coalesce(sum(records),0), "
+            "coalesce(sum(problems),0), coalesce(sum(bytes),0) FROM units")
+        return dict(zip(("units", "done", "failed", "records", "problems", "bytes"), row))
+
+    async def reset_failed_units(self) -> None:
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM units WHERE failed = 1")
 
     # -- seen keys ---------------------------------------------------------------------
     async def seen_links(self, subjects: list[int]) -> dict[int, bytes]:
@@ -352,32 +489,62 @@ class Store:
     async def commit_page(
         self,
         *,
-        window_id: int | None,
-        works: int,
-        received: int,
-        cursor: str | None,
         seen: Mapping[int, Iterable[int]],
         events: int,
         sink_seq: int,
         sink_offset: int,
         counters: Mapping[str, int],
+        unknown: Mapping[tuple[str, str], int] | None = None,
+        window: WindowProgress | None = None,
+        unit: UnitProgress | None = None,
     ) -> None:
-        """Everything one page changed, atomically: seen keys, counts and the output's length."""
+        """Everything one page changed, atomically: seen keys, the links waiting for an
+        agency, the source's position, counters and the output's length."""
         async with self.transaction() as db:
             await db.executemany(
                 "INSERT OR REPLACE INTO seen VALUES (?, ?)",
                 [(subject, pack(hashes)) for subject, hashes in seen.items()],
             )
-            if window_id is not None:
+            delta = 0
+            for (prefix, subject), links in (unknown or {}).items():
+                async with db.execute("SELECT links FROM deferred WHERE prefix=? AND subject=?", (prefix, subject)) as cur:
+                    row = await cur.fetchone()
+                delta += links - (row[0] if row else 0)
+                await db.execute("INSERT OR REPLACE INTO deferred VALUES (?, ?, ?)", (prefix, subject, links))
+            if window is not None:
                 await db.execute(
-                    "UPDATE windows SET works=works+?, received=?, events=events+?, cursor=? "
-                    "WHERE id=?",
-                    (works, received, events, cursor, window_id),
+                    "UPDATE windows SET works=works+?, received=?, events=events+?, cursor=? WHERE id=?",
+                    (window.works, window.received, events, window.cursor, window.id),
+                )
+            if unit is not None:
+                await db.execute(
+                    "INSERT INTO units (key, records, problems, done, failed, bytes) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET records=excluded.records, problems=problems+excluded.problems, "
+                    "done=excluded.done, failed=excluded.failed, bytes=excluded.bytes",
+                    (unit.key, unit.records, unit.problems, int(unit.done), int(unit.failed), unit.bytes),
                 )
             await db.execute("UPDATE sink SET seq=?, offset=? WHERE id=1", (sink_seq, sink_offset))
             await db.executemany(
                 "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) "
                 "DO UPDATE SET value=value+excluded.value",
+                [(k, v) for k, v in {**counters, "unknown-agency": delta}.items() if v],
+            )
+
+    async def forget_deferred(self, prefixes: list[str]) -> None:
+        """Links of these prefixes were fetched again with the prefixes known: what is left
+        waiting of them (a work that no longer cites them) waits no more."""
+        marks = ",".join("?" * len(prefixes))
+        async with self.transaction() as db:
+            async with db.execute(f"SELECT coalesce(sum(links), 0) FROM deferred WHERE prefix IN ({marks})",
+                                  tuple(prefixes)) as cur:
+                (left,) = await cur.fetchone()  # type: ignore[misc]
+            await db.execute(f"DELETE FROM deferred WHERE prefix IN ({marks})", tuple(prefixes))
+            await db.execute("UPDATE counters SET value = value - ? WHERE name = 'unknown-agency'", (left,))
+
+    async def add_counters(self, counters: Mapping[str, int]) -> None:
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=value+excluded.value",
                 [(k, v) for k, v in counters.items() if v],
             )
 
@@ -388,15 +555,20 @@ class Store:
         row = await self._one("SELECT seq, offset FROM sink WHERE id=1")
         return int(row[0]), int(row[1])
 
-    async def set_sink_position(self, seq: int, offset: int) -> None:
-        async with self.transaction() as db:
+    async def set_sink_position(self, seq: int, offset: int, *, durable: bool = False) -> None:
+        async with self.transaction(durable=durable) as db:
             await db.execute("UPDATE sink SET seq=?, offset=? WHERE id=1", (seq, offset))
 
 
-def _lock(path: Path) -> int:
-    """An exclusive lock beside the state file; the OS drops it when the process dies."""
+def _lock(path: Path) -> tuple[int, bool]:
+    """An exclusive lock beside the state file; the OS drops it when the process dies.
+    Returns the descriptor and whether this call created the lock file."""
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    made = not lock_path.exists()
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StateError(f"cannot create the lock file {lock_path}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -405,4 +577,31 @@ def _lock(path: Path) -> int:
             f"another crawler is using {path} (lock {lock_path} is held); "
             "wait for it to finish or stop it first"
         ) from None
-    return fd
+    return fd, made
+
+
+def _unlock(path: Path, fd: int, made: bool) -> None:
+    """Give up a lock taken by `open`; a lock file this open created goes too (a refused
+    file leaves nothing beside it)."""
+    if fd < 0:
+        return
+    if made:
+        with contextlib.suppress(OSError):
+            path.with_name(path.name + ".lock").unlink()
+    os.close(fd)
+
+
+def crawler_running(path: Path) -> bool:
+    """Is a crawler holding this state file's lock right now? (Asked without taking it for long.)"""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -151,7 +151,7 @@ def baseline_write(keys: list[tuple[str, str, str]]) -> bytes:
 
 async def _write_pages(directory: Path, pages: list) -> tuple[float, int, int]:  # type: ignore[type-arg]
     """select_new + render + append + commit, one page after another, in this process."""
-    from crawler.pipeline import select_new
+    from crawler.select import select_new
     from crawler.sink import Sink
     from crawler.store import Store
 
@@ -381,7 +381,7 @@ async def _stalls(url: str, directory: Path) -> list[tuple[float, float, float]]
     to the stall), another thread of ours holding the GIL (process CPU close to it), or the
     process waiting for a core that the simulator and the parser are using (neither)."""
     from crawler.config import Config
-    from crawler.pipeline import backfill
+    from crawler.jobs import backfill
 
     stalls: list[tuple[float, float, float]] = []
 

@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 from crawler.events import CROSSREF_TOKEN, OTHER_AGENCY_TOKEN
-from crawler.pipeline import backfill
+from crawler.jobs import backfill
+from crawler.output import MARKER
 from crawler.simulator.app import Simulator
 from tests.samples import sample_bytes
 from tests.conftest import crawler_config, fast_sim_config, output_keys, read_events
@@ -29,7 +30,8 @@ async def test_backfill_output_equals_ground_truth(small_corpus, tmp_path):
         assert keys == small_corpus.expected
         assert sum(sim.stats.over_limit.values()) == 0
     assert not list((tmp_path / "events").glob("*.part"))
-    assert not [p for p in (tmp_path / "events").iterdir() if not p.name.endswith(".jsonl.gz")]
+    # Completed event files and the directory's owner marker, nothing else.
+    assert not [p for p in (tmp_path / "events").iterdir() if not p.name.endswith(".jsonl.gz") and p.name != MARKER]
 
 
 async def test_events_have_the_event_data_shape(small_corpus, tmp_path):

@@ -74,7 +74,7 @@ async def client_for():
         return ApiClient(
             session, api_url=url, ra_url=f"{url}/ra", mailto=kw.pop("mailto", "me@example.org"),
             plus_token=kw.pop("plus_token", None), limiter=Limiter(100, 1.0, 4), ra_limiter=Limiter(100, 1.0, 2),
-            retry=RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05), **kw,
+            retry=kw.pop("retry", RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05)), **kw,
         )
 
     yield make
@@ -116,7 +116,7 @@ async def test_404_plain_text_and_cursor_invalid(serve, client_for):
         await client_for(url).count("x:y")
     script, url = await serve(status(404, "error-404-cursor-invalid.json", "application/json"))
     with pytest.raises(CursorInvalid, match="Cursor specified but it is invalid"):
-        await client_for(url).works({"cursor": "abc"}, continuation=True)
+        await client_for(url).works({"cursor": "abc"})
 
 
 async def test_500_is_retried_and_reported_without_the_stack(serve, client_for):
@@ -168,15 +168,44 @@ async def test_429s_to_requests_in_flight_together_halve_the_pace_once(serve, cl
     assert 0.5 <= client.limiter.factor < 0.6
 
 
-async def test_a_continuation_is_not_retried_when_the_scroll_may_have_moved(serve, client_for):
+async def test_a_continuation_is_retried_in_place_and_the_window_hears_a_page_may_be_gone(serve, client_for):
+    """A 504 after the scroll may have moved: asked again with the same cursor (the window's
+    count of distinct works shows a lost page at its end), and the window is told so."""
     script, url = await serve(status(504, "error-504-gateway.html", "text/html"), ok())
-    with pytest.raises(RetryableError):
-        await client_for(url).works({"cursor": "abc"}, continuation=True)
-    assert len(script.requests) == 1
-    # ... but a 429 never reached the backend: retried in place.
-    script, url = await serve(status(429, "error-429-too-many-requests.html", "text/html"), ok())
-    assert (await client_for(url).works({"cursor": "abc"}, continuation=True)).inflate() == OK_COUNT.encode()
+    heard = []
+    body = await client_for(url).works({"cursor": "abc"}, on_retry=heard.append)
+    assert body.inflate() == OK_COUNT.encode()
     assert [r.query["cursor"] for r in script.requests] == ["abc", "abc"]
+    assert [(e.status, e.maybe_advanced) for e in heard] == [(504, True)]
+    # A 429 never reached the backend: retried in place, and nothing may be missing.
+    script, url = await serve(status(429, "error-429-too-many-requests.html", "text/html"), ok())
+    heard.clear()
+    assert (await client_for(url).works({"cursor": "abc"}, on_retry=heard.append)).inflate() == OK_COUNT.encode()
+    assert [r.query["cursor"] for r in script.requests] == ["abc", "abc"]
+    assert [(e.status, e.maybe_advanced) for e in heard] == [(429, False)]
+
+
+async def test_transient_failures_are_retried_without_an_attempt_budget(serve, client_for):
+    """The product's policy (attempts=None): twelve failures of every transient kind in a row,
+    then an answer; a load balancer's HTML 403/404 and a 408 are transient, the API's own
+    JSON 400 is not."""
+    kinds = [status(500, "error-500-exception.json", "application/json"),
+             status(504, "error-504-gateway.html", "text/html"),
+             lambda: web.Response(status=503, text="<html><title>503 Service Temporarily Unavailable</title></html>",
+                                  content_type="text/html"),
+             lambda: web.Response(status=408, text="<html><title>408 Request Time-out</title></html>", content_type="text/html"),
+             lambda: web.Response(status=403, text="<html><title>403 Forbidden</title></html>", content_type="text/html"),
+             lambda: web.Response(status=404, text="<html><title>404 Not Found</title></html>", content_type="text/html"),
+             lambda: web.Response(status=200, text='{"status": "ok", "message": {"tot', content_type="application/json")]
+    script, url = await serve(*(kinds * 2)[:12], ok())
+    client = client_for(url, retry=RetryPolicy(attempts=None, initial_s=0.001, max_s=0.002))
+    client.health.threshold = 100  # this test is about the retries, not the outage gate
+    assert await client.count("x:y") == 42
+    assert len(script.requests) == 13 and client.stats.retries == 12
+    script, url = await serve(status(400, "error-400-integer-not-valid.json", "application/json"))
+    with pytest.raises(FatalApiError, match="less than or equal to 1000"):
+        await client_for(url, retry=RetryPolicy(attempts=None, initial_s=0.001, max_s=0.002)).count("x:y")
+    assert len(script.requests) == 1
 
 
 async def test_200_that_is_not_json_is_retried(serve, client_for):
@@ -222,7 +251,7 @@ async def test_a_compressed_error_body_is_still_read(serve, client_for):
     script, url = await serve(lambda: web.Response(status=404, body=gzip.compress(answer), content_type="application/json",
                                                    headers={"Content-Encoding": "gzip"}))
     with pytest.raises(CursorInvalid, match="Cursor specified but it is invalid"):
-        await client_for(url).works({"cursor": "abc"}, continuation=True)
+        await client_for(url).works({"cursor": "abc"})
 
 
 def test_a_corrupt_or_cut_stream_is_retryable_and_an_unknown_encoding_is_not():

@@ -72,7 +72,7 @@ def test_a_page_larger_than_one_compression_chunk():
 def test_new_links_are_grouped_by_agent_and_filtered_by_the_agency_rules():
     from crawler.decode import LinkGroup, ParsedWork
     from crawler.keys import link_hash, subject_hash
-    from crawler.pipeline import select_new
+    from crawler.select import rejected_hash, select_new
     from crawler.store import pack
 
     def group(relation, mined, objs):
@@ -86,7 +86,7 @@ def test_new_links_are_grouped_by_agent_and_filtered_by_the_agency_rules():
     ))
     agencies = {"10.2": "Crossref", "10.5061": "DataCite", "10.9": None}
     seen = {work.subject: pack([link_hash("references", "10.2/seen")])}
-    groups, total, changed, counts = select_new([work], seen, agencies)
+    groups, total, changed, counts, unknown = select_new([work], seen, agencies)
     head = (doi, "journal-article", "2020-01-01T00:00:00Z")
     assert [(g[:5], list(g[5])) for g in groups] == [
         (head + ("references", CROSSREF_TOKEN), ["10.2/a", "10.2/b"]),
@@ -97,7 +97,9 @@ def test_new_links_are_grouped_by_agent_and_filtered_by_the_agency_rules():
     assert total == 5
     assert changed[work.subject] == {link_hash(r, o) for r, o in [
         ("references", "10.2/seen"), ("references", "10.2/a"), ("references", "10.2/b"),
-        ("references", "10.5061/d"), ("references", "10.2/mined"), ("is-preprint-of", "10.2/p")]}
-    assert counts["unknown-agency"] == 1 and counts["mined-doi-not-crossref"] == 1
+        ("references", "10.5061/d"), ("references", "10.2/mined"), ("is-preprint-of", "10.2/p")]} | {
+        rejected_hash("references", "10.5061/mined")}  # decided once: never counted again
+    assert unknown == {("10.9", doi): 1}  # waits in the state for its prefix to be known
+    assert counts["mined-doi-not-crossref"] == 1 and "unknown-agency" not in counts
     assert counts["agency:Crossref"] == 4 and counts["agency:DataCite"] == 1
     assert counts["relation:references"] == 4 and counts["subject-prefix:10.1"] == 5

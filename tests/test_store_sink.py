@@ -10,7 +10,7 @@ import pytest
 
 from crawler.errors import OutputError, StateError
 from crawler.sink import Sink
-from crawler.store import Store, unpack
+from crawler.store import Store, WindowProgress, unpack
 
 
 async def test_schema_versioned_and_reopened(tmp_path):
@@ -18,7 +18,7 @@ async def test_schema_versioned_and_reopened(tmp_path):
     async with await Store.open(path) as store:
         await store.set_meta({"backfill_from": "2020-01-01"})
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 4
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
     async with await Store.open(path) as store:
@@ -44,7 +44,7 @@ async def test_second_opener_is_refused_while_first_holds_it(tmp_path):
         with pytest.raises(StateError, match="another crawler is using"):
             await Store.open(path)
         async with await Store.open(path, readonly=True) as reader:  # status beside a live run
-            assert await reader.meta() == {}
+            assert set(await reader.meta()) == {"state_id"}
 
 
 async def test_foreign_sqlite_file_is_refused_untouched(tmp_path):
@@ -80,7 +80,7 @@ async def test_commit_page_is_atomic_and_merges_counters(tmp_path):
         await store.start_window(window.id)
         for _ in range(2):
             await store.commit_page(
-                window_id=window.id, works=5, received=5, cursor="c", seen={7: [3, 1, 2]},
+                window=WindowProgress(window.id, 5, 5, "c"), seen={7: [3, 1, 2]},
                 events=3, sink_seq=1, sink_offset=100, counters={"events": 3, "pages": 1},
             )
         assert await store.counters() == {"events": 6, "pages": 2}
@@ -111,7 +111,7 @@ async def test_split_and_requeue(tmp_path):
     async with await Store.open(tmp_path / "s.sqlite3") as store:
         await store.add_windows("backfill", "created-date", [("2020-01-01", "2020-12-31")])
         (window,) = await store.windows("backfill", "unsized")
-        await store.split_window(window, [("2020-01-01", "2020-07-01"), ("2020-07-02", "2020-12-31")])
+        await store.split_window(window, [("2020-01-01", "2020-07-01", "", None), ("2020-07-02", "2020-12-31", "", None)])
         first, second = await store.windows("backfill", "unsized")
         assert (first.start, first.end, second.start, second.end) == ("2020-01-01", "2020-07-01", "2020-07-02", "2020-12-31")
         assert first.filter == "from-created-date:2020-01-01,until-created-date:2020-07-01"
@@ -119,7 +119,7 @@ async def test_split_and_requeue(tmp_path):
         await store.size_window(second.id, 5)
         assert [w.id for w in await store.windows("backfill", "done")] == [first.id]
         await store.start_window(second.id)
-        assert await store.requeue_running("backfill") == 1
+        assert await store.requeue("backfill", "running") == 1
         assert [w.id for w in await store.windows("backfill", "pending")] == [second.id]
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from crawler.errors import StateError
-from crawler.pipeline import backfill, update
+from crawler.jobs import backfill, update
 from crawler.simulator.app import Faults, Simulator, SimulatorThread
 from crawler.simulator.corpus import Corpus, generate
 from crawler.status import status_report
@@ -156,28 +156,38 @@ async def test_lost_references_keep_their_events_and_nothing_is_reemitted(tmp_pa
 
 
 # -- the mark waits for a complete update -----------------------------------------------------
-async def test_incomplete_update_keeps_the_mark_and_the_next_run_resumes_it(tmp_path):
+async def test_a_short_window_does_not_hold_the_mark_back(tmp_path):
+    """One work re-indexed three days ago is counted by the API but never served: its window
+    ends short at the same count, scroll after scroll. The update still writes everything
+    else, moves the mark to today and says the window stays; the next update fetches what was
+    indexed since *and* tries the short window again, which the API now serves whole."""
     corpus = generate(800, seed=48)
     async with Simulator(corpus, fast_sim_config()) as sim:
         config = await _backfilled(corpus, sim, tmp_path)
         before = _files(config.out)
-        added = corpus.mutate(seed=10, new_works=100, changed_works=150)
-        sim.app.faults = Faults(seed=3, short_rate=1.0, fault_scrolls=10**6)  # every scroll ends early
-        outcome = await update(config, asyncio.Event())
-        assert outcome.code == 1 and "update incomplete" in outcome.message, outcome.message
+        three_days_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+        added = corpus.mutate(seed=10, new_works=100, changed_works=150, at=three_days_ago)
+        hidden = next(doi for doi in corpus.changed if any(k[0] == doi.lower() for k in added))
+        sim.app.faults = Faults(hidden_dois=frozenset({hidden}))
+        since = (three_days_ago - timedelta(days=2)).date()
+        outcome = await update(config, asyncio.Event(), since)
+        assert outcome.code == 1 and "1 short window(s)" in outcome.message, outcome.message
+        today = _today().isoformat()
+        assert f"high-water mark now {today}" in outcome.message
         meta, report = _meta(config.state), await status_report(config.state)
-        assert "update_mark" not in meta and report["update"]["last"] is None
-        assert report["update"]["high_water_mark"] == meta["backfill_started_at"][:10]
-        assert report["short_windows"] and {w["job"] for w in report["short_windows"]} == {"update"}
-        partial = _written_since(config.out, before)
-        assert 0 < len(partial) < len(added), "the short scrolls wrote part of the change"
+        assert meta["update_mark"] == today and report["update"]["high_water_mark"] == today
+        (short,) = report["short_windows"]
+        assert short["job"] == "update" and short["start"] <= three_days_ago.date().isoformat() <= short["end"]
+        first = _written_since(config.out, before)
+        _assert_exact(first, {k for k in added if k[0] != hidden.lower()})
 
         sim.app.faults = Faults()
+        later = corpus.mutate(seed=11, new_works=40, changed_works=40)  # indexed now
         outcome = await update(config, asyncio.Event())
         assert outcome.code == 0, outcome.message
-        _assert_exact(_written_since(config.out, before), added)
-        last = (await status_report(config.state))["update"]["last"]
-        assert last["from"] == meta["backfill_started_at"][:10] and last["events"] == len(added)
+        _assert_exact(_written_since(config.out, before), added | later)
+        report = await status_report(config.state)
+        assert report["short_windows"] == [] and report["update"]["last"]["from"] == today
 
 
 # -- 4: --since overrides the mark -----------------------------------------------------------

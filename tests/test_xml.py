@@ -20,7 +20,7 @@ import pytest
 from crawler.errors import UsageError
 from crawler.extract import unique_links
 from crawler.model import Work
-from crawler.pipeline import backfill, ingest_xml
+from crawler.jobs import backfill, ingest_xml
 from crawler.simulator.app import Simulator
 from crawler.simulator.corpus import RELATION_NAMES, generate
 from crawler.simulator.xmlrender import camel, render_deposit

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from isal import isal_zlib
 
-from crawler.errors import ApiError, RetryableError
+from crawler.errors import ApiError, PageTooLarge, RetryableError
 
 # zlib's window bits: 31 = gzip, 47 = zlib or gzip, detected from the header.
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 47}
@@ -34,14 +34,14 @@ class Body(NamedTuple):
         try:
             data = inflater.decompress(self.data, head or self.max_size + 1)
         except isal_zlib.error as exc:
-            raise RetryableError(f"the page's {encoding} stream is corrupt ({exc})") from None
+            raise RetryableError(f"the page's {encoding} stream is corrupt ({exc})", outage=False) from None
         if head is not None:
             return data
         if len(data) > self.max_size:
-            raise ApiError(
-                f"a response exceeded {self.max_size // (1024 * 1024)} MiB once decompressed; "
-                "refusing it (decompression bomb or runaway page)"
+            raise PageTooLarge(
+                f"a response exceeded {self.max_size / (1024 * 1024):g} MiB once decompressed "
+                "(a runaway page or a decompression bomb); its window is fetched again with fewer rows per page"
             )
         if not inflater.eof:
-            raise RetryableError(f"the page's {encoding} stream is cut short or corrupt")
+            raise RetryableError(f"the page's {encoding} stream is cut short or corrupt", outage=False)
         return data

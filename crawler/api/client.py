@@ -1,9 +1,16 @@
 """Requests to the Crossref REST API and the DOI registration-agency service.
 
-Every request goes through a `Limiter`, is retried by tenacity when that can help, and ends
-either as bytes or as one exception from `crawler.errors` carrying the API's own words.
-A scroll continuation is never retried after a failure that may have advanced the scroll
-(its page would be silently skipped): the caller restarts the window instead.
+Every request goes through a `Limiter` and the service's `Health` gate, and ends either as
+bytes or as one exception from `crawler.errors` carrying the API's own words. Whatever a later
+try can cure (5xx, 429, 408, timeouts, resets, truncated or malformed bodies, a load
+balancer's HTML 403/404) is retried with capped exponential backoff, with no attempt budget:
+a days-long crawl waits out bad hours. Only what waiting cannot fix ends the run: a request
+the API rejects as invalid (its JSON 400), refused credentials (401), a wrong route.
+
+A scroll continuation is retried in place too: when the lost answer had already moved the
+scroll, a page is missing, and the window's count of distinct works shows it at the end
+(`on_retry` tells the window so). The Plus token goes to the API's host only, never to the
+registration-agency service and never across a redirect to another host.
 """
 
 from __future__ import annotations
@@ -13,32 +20,40 @@ import contextlib
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import msgspec
 from selectolax.lexbor import LexborHTMLParser
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_never
 from tenacity.wait import wait_exponential, wait_random
 
 from crawler import PROJECT_URL, __version__
 from crawler.api.body import Body
+from crawler.api.health import Health
 from crawler.api.limits import Limiter
 from crawler.errors import (
     ApiError,
     CrawlerError,
+    CredentialsRefused,
     CursorInvalid,
     FatalApiError,
+    PageTooLarge,
     RateLimited,
     RetryableError,
+    Unreachable,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
+MAX_REDIRECTS = 5
 _SPACES = re.compile(r"\s+")
+_REDIRECTS = {301, 302, 303, 307, 308}
 
 
 @dataclass
@@ -49,13 +64,15 @@ class RequestStats:
     retries: int = 0
     throttled: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)  # requests by kind: page, count, facet, agency
+    last_error: str = ""
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 8
+    attempts: int | None = None  # None: until it succeeds (the product); tests may bound it
     initial_s: float = 1.0
-    max_s: float = 60.0
+    max_s: float = 180.0
 
 
 def new_session(timeout_s: float) -> aiohttp.ClientSession:
@@ -63,8 +80,8 @@ def new_session(timeout_s: float) -> aiohttp.ClientSession:
 
     aiohttp resends an idempotent request once, silently, when a reused keep-alive connection
     drops. On a scroll that resend gets the page *after* the one the server already advanced
-    past, and the lost page would go unnoticed; so that resend is switched off (aiohttp has no
-    public option for it) and a dropped connection surfaces as an error our policy handles.
+    past, without our knowing a retry happened; so that resend is switched off (aiohttp has
+    no public option for it) and a dropped connection surfaces as an error our policy handles.
     """
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=timeout_s)
     session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
@@ -97,7 +114,11 @@ def readable_error(body: bytes, content_type: str) -> str:
                 return message[:300]
     if "<" in text and ("html" in content_type or "<html" in text.lower()):
         tree = LexborHTMLParser(text)
-        text = tree.body.text(separator=" ") if tree.body is not None else tree.text()
+        title = tree.css_first("title")
+        if title is not None and title.text().strip():
+            text = title.text()
+        else:
+            text = tree.body.text(separator=" ") if tree.body is not None else tree.text()
     return _SPACES.sub(" ", text).strip()[:300]
 
 
@@ -106,6 +127,17 @@ def _retry_after(headers: Any) -> float | None:
     if value and value.strip().isdigit():
         return float(value)
     return None
+
+
+def _is_api_json(body: bytes, content_type: str) -> bool:
+    """Is this an answer of the API itself (its JSON envelope), not a proxy's page?"""
+    if "json" not in content_type and not body.lstrip().startswith(b"{"):
+        return False
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(doc, dict) and "status" in doc and "message" in doc
 
 
 class ApiClient:
@@ -122,6 +154,8 @@ class ApiClient:
         retry: RetryPolicy = RetryPolicy(),
         stats: RequestStats | None = None,
         max_body: int = MAX_BODY_BYTES,
+        health: Health | None = None,
+        ra_health: Health | None = None,
     ) -> None:
         self.session = session
         self.api_url = api_url.rstrip("/")
@@ -132,65 +166,76 @@ class ApiClient:
         self.retry = retry
         self.stats = stats or RequestStats()
         self.max_body = max_body
+        self.health = health or Health("the API", max_wait_s=retry.max_s)
+        self.ra_health = ra_health or Health("the registration-agency service", max_wait_s=retry.max_s)
+        self._api_origin = urlsplit(self.api_url)[:2]
         self._headers = {"User-Agent": user_agent(mailto), "Accept": "application/json"}
-        if plus_token:
-            self._headers["Crossref-Plus-API-Token"] = f"Bearer {plus_token}"
+        # Only for requests to the API's own host (scheme and host:port); see `_headers_for`.
+        self._secret = {"Crossref-Plus-API-Token": f"Bearer {plus_token}"} if plus_token else {}
 
     # -- public calls ------------------------------------------------------------------
-    async def works(self, params: dict[str, str], *, continuation: bool = False) -> Body:
-        """One /works page, still compressed (see `Body`). `continuation`: a cursor other than '*'."""
+    async def works(
+        self, params: dict[str, str], *, on_retry: Callable[[RetryableError], None] | None = None
+    ) -> Body:
+        """One /works page, still compressed (see `Body`); `on_retry` hears of each failure."""
         query = dict(params)
         if self.mailto:
             query["mailto"] = self.mailto
         url = f"{self.api_url}/works"
         return await self._with_retries(
-            lambda: self._get(url, query, self.limiter, packed=True), continuation=continuation
+            lambda: self._get(url, query, self.limiter, self.health, packed=True, kind="page"),
+            self.health, on_retry=on_retry,
         )
 
     async def count(self, filter_: str) -> int:
         """`total-results` for a filter (rows=0 is cheap)."""
 
         async def attempt() -> int:
-            body = await self.works_once({"filter": filter_, "rows": "0"})
-            return _decode_count(body)
+            return _decode_count(await self.works_once({"filter": filter_, "rows": "0"}, kind="count"))
 
-        return await self._with_retries(attempt)
+        return await self._with_retries(attempt, self.health)
 
-    async def earliest_created(self) -> date | None:
+    async def facet(self, filter_: str, name: str) -> tuple[int, dict[str, int]]:
+        """(total-results, {value: count}) of one facet with every value, for a filter."""
+
+        async def attempt() -> tuple[int, dict[str, int]]:
+            body = await self.works_once({"filter": filter_, "rows": "0", "facet": f"{name}:*"}, kind="facet")
+            return _decode_facet(body, name)
+
+        return await self._with_retries(attempt, self.health)
+
+    async def earliest_created(self, filter_: str = "") -> date | None:
         """The created date of the oldest registered work, or None for an empty corpus."""
 
         async def attempt() -> date | None:
-            body = await self.works_once(
-                {"sort": "created", "order": "asc", "rows": "1", "select": "DOI,created"}
-            )
-            return _decode_first_created(body)
+            params = {"sort": "created", "order": "asc", "rows": "1", "select": "DOI,created"}
+            if filter_:
+                params["filter"] = filter_
+            return _decode_first_created(await self.works_once(params, kind="count"))
 
-        return await self._with_retries(attempt)
+        return await self._with_retries(attempt, self.health)
 
-    async def works_once(self, params: dict[str, str]) -> bytes:
+    async def works_once(self, params: dict[str, str], *, kind: str = "page") -> bytes:
         query = dict(params)
         if self.mailto:
             query["mailto"] = self.mailto
-        return await self._get(f"{self.api_url}/works", query, self.limiter)
+        return await self._get(f"{self.api_url}/works", query, self.limiter, self.health, kind=kind)
 
     async def agencies(self, prefixes: list[str]) -> dict[str, str | None]:
         """Registration agency per prefix: a name, or None when no agency knows it."""
 
         async def attempt() -> dict[str, str | None]:
             url = f"{self.ra_url}/{','.join(prefixes)}"
-            body = await self._get(url, None, self.ra_limiter, observe=False)
+            body = await self._get(url, None, self.ra_limiter, self.ra_health, observe=False, kind="agency")
             return _decode_agencies(body, prefixes)
 
-        return await self._with_retries(attempt)
+        return await self._with_retries(attempt, self.ra_health)
 
     # -- machinery ---------------------------------------------------------------------
-    async def _with_retries(self, call: Any, *, continuation: bool = False) -> Any:
-        def should_retry(exc: BaseException) -> bool:
-            if not isinstance(exc, RetryableError):
-                return False
-            return not (continuation and exc.maybe_advanced)
-
-        # Exponential with jitter, capped: initial, 2×, 4×, … up to max_s, plus up to `initial` at random.
+    async def _with_retries(
+        self, call: Any, health: Health, *, on_retry: Callable[[RetryableError], None] | None = None
+    ) -> Any:
+        # Exponential with jitter, capped: initial, 2x, 4x, ... up to max_s, plus up to `initial` at random.
         backoff = wait_exponential(multiplier=self.retry.initial_s, max=self.retry.max_s) + wait_random(
             0, self.retry.initial_s
         )
@@ -200,16 +245,25 @@ class ApiClient:
             delay = backoff(state)
             if isinstance(exc, RetryableError) and exc.retry_after:
                 delay = max(delay, exc.retry_after)
+            if health.down:  # the health gate spaces the probes out; do not add to it
+                delay = min(delay, self.retry.initial_s)
             return delay
 
         def before_sleep(state: RetryCallState) -> None:
             self.stats.retries += 1
             exc = state.outcome.exception() if state.outcome else None
+            if health.gave_up():
+                raise Unreachable(
+                    f"{health.label} has not answered for more than {health.give_up_after_s:.0f} s "
+                    f"(last: {health.last_error})"
+                )
+            if on_retry is not None and isinstance(exc, RetryableError):
+                on_retry(exc)
             log.info("retrying after: %s (attempt %d)", exc, state.attempt_number)
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception(should_retry),
-            stop=stop_after_attempt(self.retry.attempts),
+            retry=retry_if_exception(lambda exc: isinstance(exc, RetryableError)),
+            stop=stop_never if self.retry.attempts is None else stop_after_attempt(self.retry.attempts),
             wait=wait,
             before_sleep=before_sleep,
             reraise=True,
@@ -219,36 +273,70 @@ class ApiClient:
                 return await call()
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _headers_for(self, url: str, packed: bool) -> dict[str, str]:
+        headers = dict(self._headers)
+        if packed:
+            headers["Accept-Encoding"] = "gzip, deflate"
+        if self._secret and urlsplit(url)[:2] == self._api_origin:
+            headers.update(self._secret)
+        return headers
+
     async def _get(
         self,
         url: str,
         params: dict[str, str] | None,
         limiter: Limiter,
+        health: Health,
         *,
         observe: bool = True,
         packed: bool = False,
+        kind: str = "page",
     ) -> Any:
-        """The body of a GET (a `Body` left compressed when `packed`), or the error it earned."""
-        request_headers = {**self._headers, "Accept-Encoding": "gzip, deflate"} if packed else self._headers
-        async with limiter.slot() as sent_at:
-            self.stats.requests += 1
+        """The body of a GET (a `Body` left compressed when `packed`), or the error it earned.
+        Redirects are followed here, not by aiohttp, so the token never leaves the API's host."""
+        async with health.admit():
             try:
-                async with self.session.get(url, params=params, headers=request_headers, auto_decompress=not packed) as resp:
-                    if observe:
-                        limiter.observe(resp.headers)
-                    data = await self._read(resp)
-                    status, content_type, headers = resp.status, resp.content_type, resp.headers
-            except asyncio.TimeoutError:
-                raise self._failed("timeout", "the request timed out") from None
-            except aiohttp.ClientConnectorError as exc:
-                # Never reached the server: nothing can have advanced.
-                raise self._failed(
-                    "connect", f"cannot connect to {exc.host}:{exc.port}", maybe_advanced=False
-                ) from None
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-                raise self._failed("truncated", f"the response was cut short ({exc})") from None
-            except aiohttp.ClientError as exc:
-                raise self._failed("connection", f"connection error ({type(exc).__name__})") from None
+                result = await self._get_once(url, params, limiter, observe=observe, packed=packed, kind=kind)
+            except RetryableError as exc:
+                self.stats.last_error = str(exc)
+                if exc.outage:
+                    health.failed(_short(exc))
+                raise
+            health.ok()
+            return result
+
+    async def _get_once(self, url, params, limiter, *, observe, packed, kind):  # type: ignore[no-untyped-def]
+        for _ in range(MAX_REDIRECTS + 1):
+            async with limiter.slot() as sent_at:
+                self.stats.requests += 1
+                self.stats.kinds[kind] += 1
+                try:
+                    async with self.session.get(url, params=params, headers=self._headers_for(url, packed),
+                                                auto_decompress=not packed, allow_redirects=False) as resp:
+                        if observe:
+                            limiter.observe(resp.headers)
+                        data = await self._read(resp)
+                        status, content_type, headers = resp.status, resp.content_type, resp.headers
+                        location = resp.headers.get("Location")
+                        here = str(resp.url)
+                except asyncio.TimeoutError:
+                    raise self._failed("timeout", "the request timed out") from None
+                except aiohttp.ClientConnectorError as exc:
+                    # Never reached the server: nothing can have advanced.
+                    raise self._failed(
+                        "connect", f"cannot connect to {exc.host}:{exc.port}", maybe_advanced=False
+                    ) from None
+                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                    raise self._failed("truncated", f"the response was cut short ({exc})") from None
+                except aiohttp.ClientError as exc:
+                    raise self._failed("connection", f"connection error ({type(exc).__name__})") from None
+            if status in _REDIRECTS and location:
+                url, params = urljoin(here, location), None  # the Location carries the query
+                continue
+            return self._answer(url, status, content_type, headers, data, packed, limiter, sent_at)
+        raise RetryableError(f"more than {MAX_REDIRECTS} redirects from {url.split('?', 1)[0]}")
+
+    def _answer(self, url, status, content_type, headers, data, packed, limiter, sent_at):  # type: ignore[no-untyped-def]
         packed_body = Body(data, headers.get("Content-Encoding", ""), self.max_body) if packed else None
         if status == 200:
             limiter.succeeded()
@@ -267,15 +355,18 @@ class ApiClient:
             raise RateLimited(f"429 Too Many Requests from {where}: {message}", retry_after=retry_after)
         self.stats.errors[str(status)] += 1
         if status == 401:
-            raise FatalApiError(
+            raise CredentialsRefused(
                 "the API refused our credentials (401 Unauthorized): check the Plus token "
                 "given by --plus-token or CROSSREF_PLUS_TOKEN",
                 status=401,
             )
-        if status == 404 and "cursor-invalid" in body.decode("utf-8", "replace"):
+        if status == 404 and b"cursor-invalid" in body:
             raise CursorInvalid(f"the scroll cursor expired or is unknown: {message}", status=404)
-        if status >= 500:
+        if status >= 500 or status == 408:
             raise RetryableError(f"{status} from {where}: {message}", status=status)
+        if status in (403, 404) and not _is_api_json(body, content_type) and "html" in content_type:
+            # A load balancer's or firewall's page, not the API's answer: it passes.
+            raise RetryableError(f"{status} from {where} (not the API's answer): {message}", status=status)
         raise FatalApiError(f"the API rejected our request ({status} from {where}): {message}", status=status)
 
     def _failed(self, kind: str, message: str, *, maybe_advanced: bool = True) -> RetryableError:
@@ -288,11 +379,20 @@ class ApiClient:
         async for chunk in resp.content.iter_chunked(1 << 16):
             body += chunk
             if len(body) > self.max_body:
-                raise ApiError(
-                    f"a response exceeded {self.max_body // (1024 * 1024)} MiB once decompressed; "
-                    "refusing it (decompression bomb or runaway page)"
+                raise PageTooLarge(
+                    f"a response exceeded {self.max_body / (1024 * 1024):g} MiB; "
+                    "its window is fetched again with fewer rows per page"
                 )
         return bytes(body)
+
+
+def _short(exc: RetryableError) -> str:
+    """'503 Service Temporarily Unavailable' from '503 from http://…/works: 503 Service …'."""
+    text = str(exc)
+    if exc.status is not None and ": " in text:
+        words = text.split(": ", 1)[1]
+        return words if words.startswith(str(exc.status)) else f"{exc.status} {words}"
+    return text
 
 
 class _Count(msgspec.Struct):
@@ -323,6 +423,28 @@ class _Agency(msgspec.Struct):
 
 def _bad_body(what: str) -> RetryableError:
     return RetryableError(f"the API sent an undecodable {what}")
+
+
+class _FacetValues(msgspec.Struct):
+    values: dict[str, int] = {}
+
+
+class _Faceted(msgspec.Struct):
+    total_results: int = msgspec.field(name="total-results")
+    facets: dict[str, _FacetValues] = {}
+
+
+class _FacetEnvelope(msgspec.Struct):
+    message: _Faceted
+
+
+def _decode_facet(body: bytes, name: str) -> tuple[int, dict[str, int]]:
+    try:
+        message = msgspec.json.decode(body, type=_FacetEnvelope).message
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise _bad_body("facet count") from None
+    facet = message.facets.get(name)
+    return message.total_results, dict(facet.values) if facet is not None else {}
 
 
 def _decode_count(body: bytes) -> int:

@@ -83,6 +83,9 @@ class Limiter:
 
     `cap` is the operator's --concurrency: the limit in force is min(cap, advertised) scaled
     down by the current slow-down factor, which 429s halve and successes slowly restore.
+    `ceiling` (rate per second, concurrency) is the pool's published figure: headers may lower
+    the pace below it, never raise it above (a header may describe another route or pool);
+    None (Metadata Plus, whose figure is unpublished) follows the headers.
     """
 
     def __init__(
@@ -93,8 +96,10 @@ class Limiter:
         *,
         cap: int | None = None,
         name: str = "api",
+        ceiling: tuple[float, int] | None = None,
     ) -> None:
         self.name = name
+        self.ceiling = ceiling
         self.advertised_rate = rate
         self.advertised_interval = interval
         self.advertised_concurrency = concurrency
@@ -153,19 +158,26 @@ class Limiter:
         interval = _header(headers, "x-rate-limit-interval", "x-ratelimit-interval")
         concurrency = _header(headers, "x-concurrency-limit")
         self.pool = headers.get("x-api-pool", self.pool)
-        changed = False
+        rate, period = self.advertised_rate, self.advertised_interval
         if limit and limit.strip().isdigit() and int(limit) > 0:
-            changed |= int(limit) != self.advertised_rate
-            self.advertised_rate = int(limit)
+            rate = int(limit)
         if interval and (seconds := parse_interval(interval)) and seconds > 0:
-            changed |= seconds != self.advertised_interval
-            self.advertised_interval = seconds
+            period = seconds
+        slots = self.advertised_concurrency
         if concurrency and concurrency.strip().isdigit() and int(concurrency) > 0:
-            if int(concurrency) != self.advertised_concurrency:
-                self.advertised_concurrency = int(concurrency)
-                self._slots.wake()
-        if changed:
+            slots = int(concurrency)
+        if self.ceiling is not None:
+            if rate / period > self.ceiling[0]:  # never faster than the published figure
+                rate, period = self.ceiling[0] * period, period
+                if rate < 1:
+                    rate, period = 1, 1 / self.ceiling[0]
+            slots = min(slots, self.ceiling[1])
+        if (rate, period) != (self.advertised_rate, self.advertised_interval):
+            self.advertised_rate, self.advertised_interval = rate, period
             self._apply()
+        if slots != self.advertised_concurrency:
+            self.advertised_concurrency = slots
+            self._slots.wake()
 
     def throttled(self, retry_after: float | None = None, sent_at: float | None = None) -> None:
         """A 429: halve what we allow ourselves, and pause for Retry-After if given.

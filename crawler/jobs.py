@@ -1,0 +1,229 @@
+"""The jobs a command runs: backfill, update, ingest-xml (and their outcome for the CLI).
+
+Each job checks the state file's settings (range, scope, output directory), claims its output
+directory, starts a crawl and feeds the commit path from one source (`crawler.sources`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from crawler.api.client import ApiClient
+from crawler.config import Config
+from crawler.engine import Crawl, opened, output_dir, started_crawl
+from crawler.errors import StateError
+from crawler.events import utc_now
+from crawler.output import Output, claim
+from crawler.progress import report_progress
+from crawler.sources.deferred import fetch_again
+from crawler.sources.plan import Planner
+from crawler.sources.windows import WindowScroller
+from crawler.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    message: str
+
+
+@dataclass(frozen=True)
+class JobResult:
+    complete: bool  # every window done
+    stopped: bool
+    works: int  # this run
+    events: int  # this run
+    summary: dict[str, int]  # the job's windows by status, works and events (state totals)
+    all_events: int  # in the state file, every job
+
+    def figures(self) -> str:
+        return (
+            f"{self.works:,} works and {self.events:,} new events this run; "
+            f"{self.all_events:,} events in the state in all"
+        )
+
+
+def _today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+async def prepare_output(config: Config, store: Store, meta: dict[str, str]) -> Output:
+    """The state file's output directory, claimed, and recorded in the state once it is."""
+    out = output_dir(config, meta)
+    if "out" in meta and str(out) != meta["out"]:
+        raise StateError(
+            f"{store.path} writes its events to {meta['out']}, not {out}; "
+            "use the same --out, or another --state"
+        )
+    output = claim(out, meta["state_id"], store.path)
+    if "out" not in meta:
+        await store.set_meta({"out": str(out)})
+    return output
+
+
+def _check_setting(store: Store, meta: dict[str, str], key: str, wanted: str, what: str) -> None:
+    if key in meta and meta[key] != wanted:
+        raise StateError(
+            f"{store.path} belongs to a {what} of {meta[key] or 'everything'}, not {wanted or 'everything'}; "
+            "use another --state for another one"
+        )
+
+
+async def crawl_job(config: Config, store: Store, client: ApiClient, output: Output, job: str,
+                    stop: asyncio.Event, scope: str) -> JobResult:
+    """Plan, scroll and write every window of `job` until none is left (or a stop)."""
+    restarted = await store.requeue(job, "running")
+    if restarted:
+        log.info("resuming: %d window(s) that were running restart from cursor=*", restarted)
+    retried = await store.requeue(job, "short", "failed")
+    if retried:
+        log.info("trying %d short or failed window(s) again", retried)
+    async with started_crawl(config, store, client, output, stop) as crawl:
+        reporter = asyncio.create_task(report_progress(crawl, job, config.progress_s, config.live))
+        try:
+            await fetch_again(crawl)
+            planner = Planner(store, client, job, config.rows * config.window_pages, scope)
+            await WindowScroller(crawl, job, planner, scope).run()
+        finally:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+            await store.requeue(job, "running")  # a clean stop leaves nothing "running"
+    return await _result(store, crawl, job, stop)
+
+
+async def _result(store: Store, crawl: Crawl, job: str, stop: asyncio.Event) -> JobResult:
+    summary = (await store.window_summary()).get(job, {})
+    incomplete = any(summary.get(s) for s in ("unsized", "pending", "running", "short", "failed"))
+    events = (await store.counters()).get("events", 0)
+    return JobResult(not incomplete and not stop.is_set(), stop.is_set(), crawl.progress.works,
+                     crawl.progress.events, summary, events)
+
+
+def _unfinished(result: JobResult, what: str) -> Outcome:
+    if result.stopped:
+        return Outcome(130, f"stopped cleanly ({result.figures()}); run the same command again to resume")
+    bad = result.summary.get("short", 0) + result.summary.get("failed", 0)
+    return Outcome(
+        1,
+        f"{what} incomplete: {bad} window(s) short or failed ({result.figures()}). "
+        "See `crawler status --windows`; run the same command again to retry them.",
+    )
+
+
+async def backfill(config: Config, stop: asyncio.Event) -> Outcome:
+    """Every work created in the range; resumes; refuses a state file of another range."""
+    async with opened(config) as (store, client):
+        meta = await store.meta()
+        _check_setting(store, meta, "backfill_filter", config.scope, "backfill scoped to")
+        if "backfill_from" in meta:
+            start, until = date.fromisoformat(meta["backfill_from"]), date.fromisoformat(meta["backfill_until"])
+            wanted = (config.date_from or start, config.date_until or until)
+            if wanted != (start, until):
+                raise StateError(
+                    f"{store.path} belongs to the backfill of {start}..{until}, not "
+                    f"{wanted[0]}..{wanted[1]}; use another --state for another range"
+                )
+        output = await prepare_output(config, store, meta)
+        if "backfill_finished_at" in meta:
+            summary = (await store.window_summary()).get("backfill", {})
+            return Outcome(
+                0,
+                f"the backfill of {start}..{until} is already complete: {summary.get('works', 0):,} "
+                f"works, {summary.get('events', 0):,} events in {output.path}. Nothing to do.",
+            )
+        if "backfill_from" not in meta:
+            until = config.date_until or _today()
+            start = config.date_from or await client.earliest_created(config.scope) or until
+            if start > until:
+                raise StateError(f"--from {start} is after --until {until}")
+            await store.set_meta(
+                {
+                    "backfill_from": start.isoformat(),
+                    "backfill_until": until.isoformat(),
+                    "backfill_filter": config.scope,
+                    "backfill_started_at": utc_now(),
+                }
+            )
+            await store.add_windows("backfill", "created-date", [(start.isoformat(), until.isoformat())])
+        result = await crawl_job(config, store, client, output, "backfill", stop, config.scope)
+        if not result.complete:
+            return _unfinished(result, "backfill")
+        await store.set_meta({"backfill_finished_at": utc_now()})
+        return Outcome(0, f"backfill of {start}..{until} complete: {result.figures()}; output in {output.path}")
+
+
+async def update(config: Config, stop: asyncio.Event, since: date | None = None) -> Outcome:
+    """Works re-indexed since the high-water mark; the mark moves once all is written.
+
+    The mark is a date and the next update starts *on* it (a day's overlap): a work re-indexed
+    while this update runs gets an index date on or after it, so the next update catches it.
+    A window the API keeps serving short does not hold the mark back: it stays in the state
+    and is tried again by the next update, which also fetches everything indexed since.
+    """
+    async with opened(config) as (store, client):
+        meta = await store.meta()
+        _check_setting(store, meta, "backfill_filter", config.scope, "crawl scoped to")
+        output = await prepare_output(config, store, meta)
+        scope = meta.get("backfill_filter", config.scope)
+        unfinished = [w for w in await store.windows("update", "unsized", "pending", "running")]
+        if unfinished and since is None:
+            start, until = date.fromisoformat(meta["update_from"]), date.fromisoformat(meta["update_until"])
+            log.info("resuming the update of %s..%s", start, until)
+        else:
+            mark = meta.get("update_mark") or meta.get("snapshot_currency", "")[:10] or meta.get("backfill_started_at", "")[:10]
+            if since is None and not mark:
+                raise StateError(
+                    f"{store.path} has no high-water mark: run a backfill first, or give --since YYYY-MM-DD"
+                )
+            start, until = since or date.fromisoformat(mark), _today()
+            if start > until:
+                raise StateError(f"--since {start} is in the future")
+            await store.clear_windows("update", "unsized", "pending", "running", "done")
+            await store.set_meta(
+                {"update_from": start.isoformat(), "update_until": until.isoformat(), "update_started_at": utc_now()}
+            )
+            await store.add_windows("update", "index-date", [(start.isoformat(), until.isoformat())])
+        result = await crawl_job(config, store, client, output, "update", stop, scope)
+        if result.stopped:
+            return _unfinished(result, "update")
+        left = sum(result.summary.get(s, 0) for s in ("unsized", "pending", "running"))
+        if left:
+            return _unfinished(result, "update")
+        short = result.summary.get("short", 0) + result.summary.get("failed", 0)
+        await store.set_meta(
+            {
+                "update_mark": until.isoformat(),
+                "last_update": json.dumps(
+                    {"from": start.isoformat(), "until": until.isoformat(), "finished_at": utc_now(),
+                     "works": result.summary.get("works", 0), "events": result.summary.get("events", 0),
+                     "short_windows": short}
+                ),
+            }
+        )
+        if short:
+            return Outcome(1, f"update of {start}..{until} done but for {short} short window(s), tried again by "
+                              f"the next update ({result.figures()}); high-water mark now {until}")
+        return Outcome(0, f"update of {start}..{until} complete: {result.figures()}; high-water mark now {until}")
+
+
+async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> Outcome:
+    """Crossref XML files -> the same events, into the same state and output."""
+    from crawler.sources.xmlfiles import ingest
+
+    async with opened(config) as (store, client):
+        meta = await store.meta()
+        output = await prepare_output(config, store, meta)
+        async with started_crawl(config, store, client, output, stop) as crawl:
+            files, records, bad = await ingest(crawl, paths)
+        figures = (f"{files} file(s), {records:,} records, {crawl.progress.events:,} new events"
+                   + (f", {bad} problem(s) reported above" if bad else ""))
+        if stop.is_set():
+            return Outcome(130, f"stopped cleanly after {figures}; run the same command again to finish")
+        return Outcome(1 if bad else 0, f"ingested {figures}; output in {output.path}")
