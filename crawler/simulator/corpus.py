@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 Key = tuple[str, str, str]  # (subject DOI, relation, object DOI), lower-cased
 
@@ -37,6 +37,32 @@ TYPES = (
     ("peer-review", 4), ("dataset", 3), ("report", 3), ("dissertation", 2), ("standard", 1),
     ("component", 2), ("book", 3),
 )
+TYPE_LABELS = {  # the production API's `type-name` (facet and filter): labels, not ids
+    "journal-article": "Journal Article", "book-chapter": "Chapter", "proceedings-article": "Conference Paper",
+    "posted-content": "Posted Content", "peer-review": "Peer Review", "dataset": "Dataset", "report": "Report",
+    "dissertation": "Dissertation", "standard": "Standard", "component": "Component", "book": "Book",
+}
+OWNERS = {  # prefix -> (member id, publisher name): one member may own several prefixes
+    "10.1016": ("78", "Elsevier BV"), "10.1007": ("297", "Springer Science and Business Media LLC"),
+    "10.1038": ("297", "Springer Science and Business Media LLC"), "10.1103": ("16", "American Physical Society (APS)"),
+    "10.1145": ("320", "Association for Computing Machinery (ACM)"), "10.1371": ("340", "Public Library of Science (PLoS)"),
+    "10.3389": ("1965", "Frontiers Media SA"), "10.1101": ("246", "Cold Spring Harbor Laboratory"),
+    "10.2196": ("1010", "JMIR Publications Inc."), "10.12688": ("2560", "F1000 Research Ltd"),
+    "10.21037": ("4212", "AME Publishing Company"), "10.1093": ("286", "Oxford University Press (OUP)"),
+    "10.1002": ("311", "Wiley"), "10.1111": ("311", "Wiley"), "10.1080": ("301", "Informa UK Limited"),
+    "10.1177": ("179", "SAGE Publications"), "10.3390": ("1968", "MDPI AG"),
+    "10.1186": ("297", "Springer Science and Business Media LLC"), "10.1021": ("316", "American Chemical Society (ACS)"),
+    "10.1063": ("317", "AIP Publishing"),
+}
+LICENSES = (
+    "http://creativecommons.org/licenses/by/4.0/", "https://www.elsevier.com/tdm/userlicense/1.0/",
+    "http://onlinelibrary.wiley.com/termsAndConditions#vor", "https://creativecommons.org/licenses/by-nc-nd/4.0/",
+)
+FUNDERS = (
+    ("10.13039/501100000780", "European Commission"), ("10.13039/100000002", "National Institutes of Health"),
+    ("10.13039/501100001659", "Deutsche Forschungsgemeinschaft"), ("10.13039/100000001", "National Science Foundation"),
+)
+GIVEN = ("Ana", "Wei", "Jonas", "Chidi", "Marta", "Ólafur", "Yuki", "Priya", "Sean")
 RELATION_NAMES = (
     "has-preprint", "is-preprint-of", "is-review-of", "has-review", "is-supplemented-by",
     "is-supplement-to", "is-version-of", "has-version", "is-part-of", "has-part", "cites",
@@ -105,7 +131,7 @@ class Corpus:
         at = at or datetime.now(UTC).replace(microsecond=0)
         before = self.expected
         rng = random.Random(f"mutate:{self.seed}:{seed}")
-        maker = _Maker(rng, [w["DOI"] for w in self.works])
+        maker = _Maker(rng, [w["DOI"] for w in self.works], extra=random.Random(f"mutate-extra:{self.seed}:{seed}"))
         self.changed = []
         index = {w["DOI"]: i for i, w in enumerate(self.works)}
         for doi in rng.sample(sorted(index), min(changed_works, len(index))):
@@ -146,20 +172,35 @@ class Corpus:
         return self.expected - before
 
 
-def generate(n: int, seed: int = 1, refs_mean: float = 27.0, huge_rate: float = 0.0) -> Corpus:
+def generate(n: int, seed: int = 1, refs_mean: float = 27.0, huge_rate: float = 0.0,
+             day_share: float = 0.0, big_day: date = date(2019, 5, 14)) -> Corpus:
     """n works created 2005–2024, about `refs_mean` references per work that has any, and
-    a `huge_rate` share of works with 5,000–20,000 references."""
+    a `huge_rate` share of works with 5,000–20,000 references.
+
+    A `day_share` of the works are created, deposited and indexed on `big_day` (a bulk-deposit
+    day). Beside what the crawler reads, works carry the fields the `has-*` filters look at:
+    an author list (~30% of works with an ORCID), an abstract (~40%), a license (~60%) and a
+    funder (~20%), drawn apart from the links so that a seed yields the same links with or
+    without them.
+    """
     rng = random.Random(f"corpus:{seed}")
+    days = random.Random(f"corpus-day:{seed}")
     subjects = [_subject_doi(rng, i) for i in range(n)]
-    maker = _Maker(rng, subjects, refs_mean, huge_rate)
+    maker = _Maker(rng, subjects, refs_mean, huge_rate, extra=random.Random(f"corpus-extra:{seed}"))
     works, entries = [], {}
     span = int((LAST_CREATED - EPOCH).total_seconds())
+    day_start = datetime(big_day.year, big_day.month, big_day.day, tzinfo=UTC)
     for i in range(n):
         created = EPOCH + timedelta(seconds=rng.randrange(span))
         deposited = min(created + timedelta(days=rng.randint(0, 400), seconds=rng.randrange(86400)), INDEX_CAP)
         indexed = min(deposited + timedelta(days=rng.randint(0, 90)), INDEX_CAP)
+        on_big_day = day_share > 0 and days.random() < day_share
+        if on_big_day:  # all three on the day: before 23:00, then within the next hour
+            created = day_start + timedelta(seconds=days.randrange(23 * 3600))
+            deposited = created + timedelta(seconds=days.randrange(1800))
+            indexed = deposited + timedelta(seconds=days.randrange(1800))
         work, work_entries = maker.work(i, created, deposited, indexed, doi=subjects[i])
-        if rng.random() < 0.05:
+        if rng.random() < 0.05 and not on_big_day:
             del work["deposited"]  # occurred_at then falls back to created
         works.append(work)
         entries[work["DOI"]] = work_entries
@@ -198,8 +239,10 @@ def _sici(rng: random.Random) -> str:
 class _Maker:
     """Draws works, references and relation entries, noting for each what it must yield."""
 
-    def __init__(self, rng: random.Random, subjects: list[str], refs_mean: float = 27.0, huge_rate: float = 0.0) -> None:
+    def __init__(self, rng: random.Random, subjects: list[str], refs_mean: float = 27.0, huge_rate: float = 0.0,
+                 extra: random.Random | None = None) -> None:
         self.rng = rng
+        self.extra = extra or random.Random(0)  # fields no link depends on: their own draws
         self.subjects = subjects
         self.refs_scale = refs_mean / 1.377  # lognormvariate(0, 0.8) has mean e**0.32 ≈ 1.377
         self.huge_rate = huge_rate
@@ -362,17 +405,20 @@ class _Maker:
                 entries.append(entry)
                 if entry.key:
                     earlier.append(entry.key[2])
+        prefix = doi.split("/")[0]
+        member, publisher = OWNERS.get(prefix, ("", "Simulated Publishing"))
         work = {
             "indexed": date_field(indexed),
-            "publisher": "Simulated Publishing",
+            "publisher": publisher,
             "DOI": doi,
             "type": rng.choices(names, weights)[0],
             "created": date_field(created),
             "source": "Crossref",
             "is-referenced-by-count": rng.randint(0, 500),
             "title": [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize()],
-            "prefix": doi.split("/")[0],
-            "member": str(rng.randint(1, 30000)),
+            "prefix": prefix,
+            # The prefix's member; the old random draw is kept so that a seed's links stay the same.
+            "member": (str(rng.randint(1, 30000)), member)[1] if member else str(rng.randint(1, 30000)),
             "container-title": [rng.choice(JOURNALS)],
             "deposited": date_field(deposited),
             "score": 1.0,
@@ -395,4 +441,28 @@ class _Maker:
             work["relation"] = relation
         elif r < 0.5:
             work["relation"] = rng.choice(({}, {"cites": []}))
+        self.extras(work, created)
         return work, entries
+
+    def extras(self, work: dict, created: datetime) -> None:
+        """Authors, abstract, license, funder: what the `has-*` filters read, from `extra`."""
+        x = self.extra
+        draw = x.random()
+        if draw < 0.92:
+            authors = [{"given": x.choice(GIVEN), "family": x.choice(SURNAMES), "sequence": "additional", "affiliation": []}
+                       for _ in range(1 + int(x.random() * x.random() * 8))]
+            authors[0]["sequence"] = "first"
+            if draw < 0.3:
+                orcid = f"http://orcid.org/0000-000{x.randrange(10)}-{x.randrange(10000):04d}-{x.randrange(10000):04d}"
+                authors[x.randrange(len(authors))].update({"ORCID": orcid, "authenticated-orcid": x.random() < 0.5})
+            work["author"] = authors
+        if x.random() < 0.4:
+            words = " ".join(x.choice(WORDS) for _ in range(x.randint(12, 40)))
+            work["abstract"] = f"<jats:p>{words.capitalize()}.</jats:p>"
+        if x.random() < 0.6:
+            work["license"] = [{"start": date_field(created), "content-version": "vor", "delay-in-days": 0,
+                                "URL": x.choice(LICENSES)}]
+        if x.random() < 0.2:
+            funder_doi, name = x.choice(FUNDERS)
+            work["funder"] = [{"DOI": funder_doi, "name": name, "doi-asserted-by": "publisher",
+                               "award": [f"{x.randrange(100000, 999999)}"]}]
