@@ -14,68 +14,13 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from crawler.simulator.vocab import (  # noqa: F401  (re-exported: tests import them from here)
+    AGENCIES, CROSSREF_PREFIXES, FUNDERS, GIVEN, JOURNALS, LICENSES, OTHER_AGENCIES, OWNERS,
+    RELATION_NAMES, SURNAMES, TYPE_LABELS, TYPES, UNKNOWN_PREFIXES, WORDS,
+)
+
 Key = tuple[str, str, str]  # (subject DOI, relation, object DOI), lower-cased
-
-CROSSREF_PREFIXES = (
-    "10.1016", "10.1007", "10.1038", "10.1103", "10.1145", "10.1371", "10.3389", "10.1101",
-    "10.2196", "10.12688", "10.21037", "10.1093", "10.1002", "10.1111", "10.1080", "10.1177",
-    "10.3390", "10.1186", "10.1021", "10.1063",
-)
-OTHER_AGENCIES = {
-    "10.5061": "DataCite", "10.5281": "DataCite", "10.6084": "DataCite", "10.17605": "DataCite",
-    "10.3280": "mEDRA", "10.11501": "JaLC", "10.22711": "KISTI", "10.13140": "DataCite",
-}
-UNKNOWN_PREFIXES = ("10.99999", "10.88888", "10.777777")
-AGENCIES: dict[str, str | None] = {
-    **{p: "Crossref" for p in CROSSREF_PREFIXES},
-    **OTHER_AGENCIES,
-    **{p: None for p in UNKNOWN_PREFIXES},
-}
-
-TYPES = (
-    ("journal-article", 60), ("book-chapter", 8), ("proceedings-article", 8), ("posted-content", 6),
-    ("peer-review", 4), ("dataset", 3), ("report", 3), ("dissertation", 2), ("standard", 1),
-    ("component", 2), ("book", 3),
-)
-TYPE_LABELS = {  # the production API's `type-name` (facet and filter): labels, not ids
-    "journal-article": "Journal Article", "book-chapter": "Chapter", "proceedings-article": "Conference Paper",
-    "posted-content": "Posted Content", "peer-review": "Peer Review", "dataset": "Dataset", "report": "Report",
-    "dissertation": "Dissertation", "standard": "Standard", "component": "Component", "book": "Book",
-}
-OWNERS = {  # prefix -> (member id, publisher name): one member may own several prefixes
-    "10.1016": ("78", "Elsevier BV"), "10.1007": ("297", "Springer Science and Business Media LLC"),
-    "10.1038": ("297", "Springer Science and Business Media LLC"), "10.1103": ("16", "American Physical Society (APS)"),
-    "10.1145": ("320", "Association for Computing Machinery (ACM)"), "10.1371": ("340", "Public Library of Science (PLoS)"),
-    "10.3389": ("1965", "Frontiers Media SA"), "10.1101": ("246", "Cold Spring Harbor Laboratory"),
-    "10.2196": ("1010", "JMIR Publications Inc."), "10.12688": ("2560", "F1000 Research Ltd"),
-    "10.21037": ("4212", "AME Publishing Company"), "10.1093": ("286", "Oxford University Press (OUP)"),
-    "10.1002": ("311", "Wiley"), "10.1111": ("311", "Wiley"), "10.1080": ("301", "Informa UK Limited"),
-    "10.1177": ("179", "SAGE Publications"), "10.3390": ("1968", "MDPI AG"),
-    "10.1186": ("297", "Springer Science and Business Media LLC"), "10.1021": ("316", "American Chemical Society (ACS)"),
-    "10.1063": ("317", "AIP Publishing"),
-}
-LICENSES = (
-    "http://creativecommons.org/licenses/by/4.0/", "https://www.elsevier.com/tdm/userlicense/1.0/",
-    "http://onlinelibrary.wiley.com/termsAndConditions#vor", "https://creativecommons.org/licenses/by-nc-nd/4.0/",
-)
-FUNDERS = (
-    ("10.13039/501100000780", "European Commission"), ("10.13039/100000002", "National Institutes of Health"),
-    ("10.13039/501100001659", "Deutsche Forschungsgemeinschaft"), ("10.13039/100000001", "National Science Foundation"),
-)
-GIVEN = ("Ana", "Wei", "Jonas", "Chidi", "Marta", "Ólafur", "Yuki", "Priya", "Sean")
-RELATION_NAMES = (
-    "has-preprint", "is-preprint-of", "is-review-of", "has-review", "is-supplemented-by",
-    "is-supplement-to", "is-version-of", "has-version", "is-part-of", "has-part", "cites",
-    "is-cited-by", "is-identical-to", "has-related-material", "is-related-material", "references",
-)
-WORDS = (
-    "analysis", "of", "the", "cellular", "response", "to", "thermal", "stress", "in", "mice", "a",
-    "review", "model", "quantum", "transport", "networks", "soil", "carbon", "dynamics", "evidence",
-    "from", "cohort", "study", "deep", "learning", "for", "protein", "folding", "urban", "water",
-    "policy", "énergie", "Ärzte", "Zürich", "naïve", "Bayes", "on", "graphs", "and", "trees",
-)
-JOURNALS = ("Nature", "J. Biol. Chem.", "Phys. Rev. B", "PLoS ONE", "Front. Neuroanat.", "Cell", "BMJ")
-SURNAMES = ("Smith", "García", "Müller", "Nguyen", "Okafor", "Zhang", "Kowalski", "O'Brien", "Dávila-Aranda")
+_NAMES = [(given, family) for given in GIVEN for family in SURNAMES]
 
 EPOCH = datetime(2005, 1, 1, tzinfo=UTC)
 LAST_CREATED = datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -243,6 +188,10 @@ class _Maker:
                  extra: random.Random | None = None) -> None:
         self.rng = rng
         self.extra = extra or random.Random(0)  # fields no link depends on: their own draws
+        self.abstracts = [
+            f"<jats:p>{' '.join(self.extra.choice(WORDS) for _ in range(self.extra.randint(12, 40))).capitalize()}.</jats:p>"
+            for _ in range(64)
+        ]
         self.subjects = subjects
         self.refs_scale = refs_mean / 1.377  # lognormvariate(0, 0.8) has mean e**0.32 ≈ 1.377
         self.huge_rate = huge_rate
@@ -441,28 +390,29 @@ class _Maker:
             work["relation"] = relation
         elif r < 0.5:
             work["relation"] = rng.choice(({}, {"cites": []}))
-        self.extras(work, created)
+        self.extras(work)
         return work, entries
 
-    def extras(self, work: dict, created: datetime) -> None:
-        """Authors, abstract, license, funder: what the `has-*` filters read, from `extra`."""
-        x = self.extra
-        draw = x.random()
+    def extras(self, work: dict) -> None:
+        """Authors, abstract, license, funder: what the `has-*` filters read, from `extra`
+        (drawn with plain `random()` and ready-made pools: generation stays fast)."""
+        rand = self.extra.random
+        draw = rand()
         if draw < 0.92:
-            authors = [{"given": x.choice(GIVEN), "family": x.choice(SURNAMES), "sequence": "additional", "affiliation": []}
-                       for _ in range(1 + int(x.random() * x.random() * 8))]
+            count = 1 + int(rand() * rand() * 8)
+            authors = [{"given": given, "family": family, "sequence": "additional", "affiliation": []}
+                       for given, family in (_NAMES[int(rand() * len(_NAMES))] for _ in range(count))]
             authors[0]["sequence"] = "first"
             if draw < 0.3:
-                orcid = f"http://orcid.org/0000-000{x.randrange(10)}-{x.randrange(10000):04d}-{x.randrange(10000):04d}"
-                authors[x.randrange(len(authors))].update({"ORCID": orcid, "authenticated-orcid": x.random() < 0.5})
+                orcid = f"http://orcid.org/0000-000{int(rand() * 10)}-{int(rand() * 10**4):04d}-{int(rand() * 10**4):04d}"
+                authors[int(rand() * count)].update({"ORCID": orcid, "authenticated-orcid": rand() < 0.5})
             work["author"] = authors
-        if x.random() < 0.4:
-            words = " ".join(x.choice(WORDS) for _ in range(x.randint(12, 40)))
-            work["abstract"] = f"<jats:p>{words.capitalize()}.</jats:p>"
-        if x.random() < 0.6:
-            work["license"] = [{"start": date_field(created), "content-version": "vor", "delay-in-days": 0,
-                                "URL": x.choice(LICENSES)}]
-        if x.random() < 0.2:
-            funder_doi, name = x.choice(FUNDERS)
+        if rand() < 0.4:
+            work["abstract"] = self.abstracts[int(rand() * len(self.abstracts))]
+        if rand() < 0.6:
+            work["license"] = [{"start": work["created"], "content-version": "vor", "delay-in-days": 0,
+                                "URL": LICENSES[int(rand() * len(LICENSES))]}]
+        if rand() < 0.2:
+            funder_doi, name = FUNDERS[int(rand() * len(FUNDERS))]
             work["funder"] = [{"DOI": funder_doi, "name": name, "doi-asserted-by": "publisher",
-                               "award": [f"{x.randrange(100000, 999999)}"]}]
+                               "award": [str(100000 + int(rand() * 900000))]}]

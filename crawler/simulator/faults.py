@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import msgspec
@@ -194,9 +194,6 @@ class Faults:
             duplicate_rate=share(0.2), repeat_within_page_rate=share(0.1), stall_s=stall_s,
             ra_error_rate=rate, ra_error_kinds=RA_ERROR_KINDS, early_kinds=True,
         )
-
-    def with_outages(self, *outages: Outage) -> Faults:
-        return replace(self, outages=self.outages + outages)
 
 
 def draw(seed: int, *key: object) -> float:

@@ -16,7 +16,8 @@ from datetime import date
 
 import msgspec
 
-from crawler.simulator.corpus import TYPE_LABELS, Corpus
+from crawler.simulator.corpus import Corpus
+from crawler.simulator.vocab import TYPE_LABELS
 
 MAX_ROWS = 1000
 MAX_OFFSET = 10_000
