@@ -114,6 +114,16 @@ async def test_cursors_expire_when_unused(corpus):
         assert status == 404 and b"cursor-invalid" in body
 
 
+async def test_abandoned_scrolls_are_forgotten_and_their_cursors_still_count_as_expired(corpus):
+    async with Simulator(corpus, fast_sim_config(cursor_ttl_s=0.2)) as sim, aiohttp.ClientSession() as session:
+        first = await _json(session, f"{sim.url}/works", cursor="*", rows="10", **MAILTO)
+        await asyncio.sleep(0.3)
+        await _json(session, f"{sim.url}/works", cursor="*", rows="10", **MAILTO)
+        assert len(sim.app.scrolls) == 1, "the abandoned scroll was kept"
+        status, _, body = await _get(session, f"{sim.url}/works", cursor=first["message"]["next-cursor"], rows="10", **MAILTO)
+    assert status == 404 and b"cursor-invalid" in body and sim.stats.faults["cursor-expired"] == 1
+
+
 async def test_pools_limits_headers_and_over_limit_counting(corpus):
     pools = {"public": PoolLimits(2, 1.0, 1), "polite": PoolLimits(3, 1.0, 3), "plus": PoolLimits(9, 1.0, 9)}
     config = SimConfig(pools=pools, latency_s=0.2, plus_token="s3cret")

@@ -6,8 +6,11 @@ unused, an empty `items` at the end, pools chosen by mailto or Plus token with t
 `x-rate-limit-*` headers, a 429 page for whoever exceeds them (and a count of it, so tests can
 assert that a normal run never does), and the error bodies recorded from the live API.
 
-Faults are seeded and switchable (`Faults`, in `faults.py`); the query language (filters,
-facets) is in `query.py`, the pools in `pools.py`. By default a fault that could break a
+This module is the front: `Simulator` (in the running loop) and `SimulatorThread` (in a
+thread of its own), and the names other code imports. The rest: `state.py` (SimConfig,
+SimStats), `handlers.py` (the routes), `faults.py` (Faults, Outage, the answers and the
+seeded draws), `query.py` (filters, facets, select), `pools.py` (limits and their headers),
+`corpus.py` and `vocab.py` (the generated works and their truth). By default a fault that could break a
 window strikes only the first scrolls of a query and a failing request only its first
 attempts, so a crawler that recovers correctly always finishes, whatever the timing of its
 requests; `Faults(fault_scrolls=None, fault_attempts=None)` and `Faults.mix()` never stop.

@@ -60,6 +60,8 @@ class SimulatorApp:
         self.limits = Limits(config.pools, self.stats, config.grace_s, config.advertise)
         self.scrolls: dict[str, _Scroll] = {}
         self.scroll_counts: Counter[str] = Counter()
+        self.swept: set[int] = set()  # hashes of cursors dropped unused past their TTL
+        self._swept_at = time.monotonic()
         self.attempts: Counter[tuple] = Counter()
         self._pending_changes = sorted(self.faults.limit_changes, key=lambda c: c.after_requests)
         self.index = WorkIndex(corpus)
@@ -192,20 +194,24 @@ class SimulatorApp:
         if cursor is None:
             return await self._list(request, parsed, headers)
         if cursor == "*":
+            self._sweep()
             scroll = self._start_scroll(call, parsed)
             cursor = new_cursor(self.stats.scrolls, self.faults.long_cursor)
             self.scrolls[cursor] = scroll
             early = None
         else:
-            scroll = self.scrolls.get(cursor)
-            early = injector.take(*CONTINUATION_KINDS) if scroll is not None and kind_owed else None
-            if scroll is not None and (
-                time.monotonic() - scroll.last_used > self.config.cursor_ttl_s
-                or early == "expire"
-                or injector.strikes("expire", scroll.query, scroll.number, scroll.page, self.faults.expire_rate)
-            ):
-                del self.scrolls[cursor]
-                scroll = None
+            scroll, early, expired = self.scrolls.get(cursor), None, hash(cursor) in self.swept
+            if scroll is not None:
+                expired = time.monotonic() - scroll.last_used > self.config.cursor_ttl_s
+                if not expired:
+                    early = injector.take(*CONTINUATION_KINDS) if kind_owed else None
+                    expired = early == "expire" or injector.strikes(
+                        "expire", scroll.query, scroll.number, scroll.page, self.faults.expire_rate)
+                if expired:
+                    del self.scrolls[cursor]
+                    scroll = None
+            if expired:
+                self.swept.discard(hash(cursor))
                 self._fault(call, "cursor-expired")
             if scroll is None:
                 body = msgspec.json.encode({
@@ -214,6 +220,17 @@ class SimulatorApp:
                 })
                 return web.Response(status=404, body=body, content_type="application/json", headers=headers)
         return await self._serve_page(request, call, scroll, cursor, early, headers)
+
+    def _sweep(self) -> None:
+        """Forget scrolls unused past their TTL (abandoned by restarts), now and then, keeping
+        only their cursors' hashes: a late use still counts as an expired cursor."""
+        now = time.monotonic()
+        if now - self._swept_at < self.config.cursor_ttl_s / 4:
+            return
+        self._swept_at = now
+        for cursor in [c for c, s in self.scrolls.items() if now - s.last_used > self.config.cursor_ttl_s]:
+            del self.scrolls[cursor]
+            self.swept.add(hash(cursor))
 
     async def _serve_page(self, request: web.Request, call: _Call, scroll: _Scroll, cursor: str,
                           early: str | None, headers: dict[str, str]) -> web.StreamResponse:
