@@ -175,12 +175,14 @@ class Faults:
         Counts and the final empty pages, which only errors (and expiry) can strike, fail
         less often. /ra requests fail at `rate` too. Every kind is injected once early on
         (`early_kinds`): at the first request where it can apply, one per request, error
-        kinds only on a request's first attempt; a mixed crawl meets them all within about its
-        first 30 /works requests. After that the seeded rates take over, with no end
+        kinds only on a request's first attempt; a crawl meets them all within about its first
+        30 /works requests (a sequential one-window-at-a-time walker, at its 32nd). After that the seeded rates take over, with no end
         (fault_scrolls=None, fault_attempts=None). The exact requests struck depend on the
         order the requests arrive in; the kinds met and their rates do not.
         `stall_s` (a stalled answer's delay) should exceed the client's timeout.
         """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"a fault rate is a share of requests, between 0 and 1, not {rate}")
         errors = rate / 2
         rest = 1 - (1 - rate) / (1 - errors)  # what the scroll kinds add at a scroll page
 
