@@ -12,44 +12,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+
+from crawler.simulator.vocab import (  # noqa: F401  (re-exported: tests import them from here)
+    AGENCIES, CROSSREF_PREFIXES, FUNDERS, GIVEN, JOURNALS, LICENSES, OTHER_AGENCIES, OWNERS,
+    RELATION_NAMES, SURNAMES, TYPE_LABELS, TYPES, UNKNOWN_PREFIXES, WORDS,
+)
 
 Key = tuple[str, str, str]  # (subject DOI, relation, object DOI), lower-cased
-
-CROSSREF_PREFIXES = (
-    "10.1016", "10.1007", "10.1038", "10.1103", "10.1145", "10.1371", "10.3389", "10.1101",
-    "10.2196", "10.12688", "10.21037", "10.1093", "10.1002", "10.1111", "10.1080", "10.1177",
-    "10.3390", "10.1186", "10.1021", "10.1063",
-)
-OTHER_AGENCIES = {
-    "10.5061": "DataCite", "10.5281": "DataCite", "10.6084": "DataCite", "10.17605": "DataCite",
-    "10.3280": "mEDRA", "10.11501": "JaLC", "10.22711": "KISTI", "10.13140": "DataCite",
-}
-UNKNOWN_PREFIXES = ("10.99999", "10.88888", "10.777777")
-AGENCIES: dict[str, str | None] = {
-    **{p: "Crossref" for p in CROSSREF_PREFIXES},
-    **OTHER_AGENCIES,
-    **{p: None for p in UNKNOWN_PREFIXES},
-}
-
-TYPES = (
-    ("journal-article", 60), ("book-chapter", 8), ("proceedings-article", 8), ("posted-content", 6),
-    ("peer-review", 4), ("dataset", 3), ("report", 3), ("dissertation", 2), ("standard", 1),
-    ("component", 2), ("book", 3),
-)
-RELATION_NAMES = (
-    "has-preprint", "is-preprint-of", "is-review-of", "has-review", "is-supplemented-by",
-    "is-supplement-to", "is-version-of", "has-version", "is-part-of", "has-part", "cites",
-    "is-cited-by", "is-identical-to", "has-related-material", "is-related-material", "references",
-)
-WORDS = (
-    "analysis", "of", "the", "cellular", "response", "to", "thermal", "stress", "in", "mice", "a",
-    "review", "model", "quantum", "transport", "networks", "soil", "carbon", "dynamics", "evidence",
-    "from", "cohort", "study", "deep", "learning", "for", "protein", "folding", "urban", "water",
-    "policy", "énergie", "Ärzte", "Zürich", "naïve", "Bayes", "on", "graphs", "and", "trees",
-)
-JOURNALS = ("Nature", "J. Biol. Chem.", "Phys. Rev. B", "PLoS ONE", "Front. Neuroanat.", "Cell", "BMJ")
-SURNAMES = ("Smith", "García", "Müller", "Nguyen", "Okafor", "Zhang", "Kowalski", "O'Brien", "Dávila-Aranda")
+_NAMES = [(given, family) for given in GIVEN for family in SURNAMES]
 
 EPOCH = datetime(2005, 1, 1, tzinfo=UTC)
 LAST_CREATED = datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -105,7 +76,7 @@ class Corpus:
         at = at or datetime.now(UTC).replace(microsecond=0)
         before = self.expected
         rng = random.Random(f"mutate:{self.seed}:{seed}")
-        maker = _Maker(rng, [w["DOI"] for w in self.works])
+        maker = _Maker(rng, [w["DOI"] for w in self.works], extra=random.Random(f"mutate-extra:{self.seed}:{seed}"))
         self.changed = []
         index = {w["DOI"]: i for i, w in enumerate(self.works)}
         for doi in rng.sample(sorted(index), min(changed_works, len(index))):
@@ -146,20 +117,35 @@ class Corpus:
         return self.expected - before
 
 
-def generate(n: int, seed: int = 1, refs_mean: float = 27.0, huge_rate: float = 0.0) -> Corpus:
+def generate(n: int, seed: int = 1, refs_mean: float = 27.0, huge_rate: float = 0.0,
+             day_share: float = 0.0, big_day: date = date(2019, 5, 14)) -> Corpus:
     """n works created 2005–2024, about `refs_mean` references per work that has any, and
-    a `huge_rate` share of works with 5,000–20,000 references."""
+    a `huge_rate` share of works with 5,000–20,000 references.
+
+    A `day_share` of the works are created, deposited and indexed on `big_day` (a bulk-deposit
+    day). Beside what the crawler reads, works carry the fields the `has-*` filters look at:
+    an author list (~30% of works with an ORCID), an abstract (~40%), a license (~60%) and a
+    funder (~20%), drawn apart from the links so that a seed yields the same links with or
+    without them.
+    """
     rng = random.Random(f"corpus:{seed}")
+    days = random.Random(f"corpus-day:{seed}")
     subjects = [_subject_doi(rng, i) for i in range(n)]
-    maker = _Maker(rng, subjects, refs_mean, huge_rate)
+    maker = _Maker(rng, subjects, refs_mean, huge_rate, extra=random.Random(f"corpus-extra:{seed}"))
     works, entries = [], {}
     span = int((LAST_CREATED - EPOCH).total_seconds())
+    day_start = datetime(big_day.year, big_day.month, big_day.day, tzinfo=UTC)
     for i in range(n):
         created = EPOCH + timedelta(seconds=rng.randrange(span))
         deposited = min(created + timedelta(days=rng.randint(0, 400), seconds=rng.randrange(86400)), INDEX_CAP)
         indexed = min(deposited + timedelta(days=rng.randint(0, 90)), INDEX_CAP)
+        on_big_day = day_share > 0 and days.random() < day_share
+        if on_big_day:  # all three on the day: before 23:00, then within the next hour
+            created = day_start + timedelta(seconds=days.randrange(23 * 3600))
+            deposited = created + timedelta(seconds=days.randrange(1800))
+            indexed = deposited + timedelta(seconds=days.randrange(1800))
         work, work_entries = maker.work(i, created, deposited, indexed, doi=subjects[i])
-        if rng.random() < 0.05:
+        if rng.random() < 0.05 and not on_big_day:
             del work["deposited"]  # occurred_at then falls back to created
         works.append(work)
         entries[work["DOI"]] = work_entries
@@ -198,8 +184,14 @@ def _sici(rng: random.Random) -> str:
 class _Maker:
     """Draws works, references and relation entries, noting for each what it must yield."""
 
-    def __init__(self, rng: random.Random, subjects: list[str], refs_mean: float = 27.0, huge_rate: float = 0.0) -> None:
+    def __init__(self, rng: random.Random, subjects: list[str], refs_mean: float = 27.0, huge_rate: float = 0.0,
+                 extra: random.Random | None = None) -> None:
         self.rng = rng
+        self.extra = extra or random.Random(0)  # fields no link depends on: their own draws
+        self.abstracts = [
+            f"<jats:p>{' '.join(self.extra.choice(WORDS) for _ in range(self.extra.randint(12, 40))).capitalize()}.</jats:p>"
+            for _ in range(64)
+        ]
         self.subjects = subjects
         self.refs_scale = refs_mean / 1.377  # lognormvariate(0, 0.8) has mean e**0.32 ≈ 1.377
         self.huge_rate = huge_rate
@@ -362,17 +354,20 @@ class _Maker:
                 entries.append(entry)
                 if entry.key:
                     earlier.append(entry.key[2])
+        prefix = doi.split("/")[0]
+        member, publisher = OWNERS.get(prefix, ("", "Simulated Publishing"))
         work = {
             "indexed": date_field(indexed),
-            "publisher": "Simulated Publishing",
+            "publisher": publisher,
             "DOI": doi,
             "type": rng.choices(names, weights)[0],
             "created": date_field(created),
             "source": "Crossref",
             "is-referenced-by-count": rng.randint(0, 500),
             "title": [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize()],
-            "prefix": doi.split("/")[0],
-            "member": str(rng.randint(1, 30000)),
+            "prefix": prefix,
+            # The prefix's member; the old random draw is kept so that a seed's links stay the same.
+            "member": (str(rng.randint(1, 30000)), member)[1] if member else str(rng.randint(1, 30000)),
             "container-title": [rng.choice(JOURNALS)],
             "deposited": date_field(deposited),
             "score": 1.0,
@@ -395,4 +390,29 @@ class _Maker:
             work["relation"] = relation
         elif r < 0.5:
             work["relation"] = rng.choice(({}, {"cites": []}))
+        self.extras(work)
         return work, entries
+
+    def extras(self, work: dict) -> None:
+        """Authors, abstract, license, funder: what the `has-*` filters read, from `extra`
+        (drawn with plain `random()` and ready-made pools: generation stays fast)."""
+        rand = self.extra.random
+        draw = rand()
+        if draw < 0.92:
+            count = 1 + int(rand() * rand() * 8)
+            authors = [{"given": given, "family": family, "sequence": "additional", "affiliation": []}
+                       for given, family in (_NAMES[int(rand() * len(_NAMES))] for _ in range(count))]
+            authors[0]["sequence"] = "first"
+            if draw < 0.3:
+                orcid = f"http://orcid.org/0000-000{int(rand() * 10)}-{int(rand() * 10**4):04d}-{int(rand() * 10**4):04d}"
+                authors[int(rand() * count)].update({"ORCID": orcid, "authenticated-orcid": rand() < 0.5})
+            work["author"] = authors
+        if rand() < 0.4:
+            work["abstract"] = self.abstracts[int(rand() * len(self.abstracts))]
+        if rand() < 0.6:
+            work["license"] = [{"start": work["created"], "content-version": "vor", "delay-in-days": 0,
+                                "URL": LICENSES[int(rand() * len(LICENSES))]}]
+        if rand() < 0.2:
+            funder_doi, name = FUNDERS[int(rand() * len(FUNDERS))]
+            work["funder"] = [{"DOI": funder_doi, "name": name, "doi-asserted-by": "publisher",
+                               "award": [str(100000 + int(rand() * 900000))]}]
