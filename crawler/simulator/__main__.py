@@ -26,6 +26,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, help="polite pool: requests per second (default 3)")
     parser.add_argument("--concurrency", type=int, help="polite pool: requests in flight (default 3)")
     parser.add_argument("--no-compress", action="store_true", help="never gzip responses")
+    # -- snapshot files (crawler.simulator.snapshot): write the corpus and exit --
+    from crawler.simulator.snapshot import FORMATS as SNAPSHOT_FORMATS, write_snapshot
+    parser.add_argument("--write-snapshot", metavar="DIR", help="write the corpus as snapshot files in DIR, print their paths, exit")
+    parser.add_argument("--snapshot-format", default="tar-json-gz", choices=SNAPSHOT_FORMATS, help="layout of --write-snapshot")
     args = parser.parse_args()
 
     pools = dict(POLITE_LIST)
@@ -34,6 +38,10 @@ def main() -> None:
     config = SimConfig(pools=pools, latency_s=args.latency, latency_per_row_s=args.latency_per_row,
                        compress=not args.no_compress)
     corpus = generate(args.works, seed=args.seed, refs_mean=args.refs_mean)
+    if args.write_snapshot:  # -- snapshot files: write and exit --
+        for path in write_snapshot(corpus.works, args.write_snapshot, args.snapshot_format):
+            print(path)
+        return
 
     async def serve() -> None:
         stop = asyncio.Event()
