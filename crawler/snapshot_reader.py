@@ -61,7 +61,7 @@ from crawler.decode import salvage
 from crawler.errors import UsageError
 from crawler.model import Problem, Work
 
-CHUNK = 1 << 20  # bytes inflated / read at a time
+CHUNK = 64 << 10  # bytes inflated / read at a time (what a truncation can cost of the data before it)
 MAX_RECORD = 64 << 20  # one record (a line or an item) larger than this is reported and skipped
 PART_BYTES = 256 << 20  # an uncompressed JSON Lines file is cut into parts of this size
 SNIFF = 64 << 10  # bytes looked at to tell a document from JSON Lines
@@ -207,7 +207,12 @@ def _layout(head: bytes, name: str) -> str | None:
         return "doc"
     if first == b"{":
         key = _KEY.match(data, _WS.match(data, start + 1).end())
-        return "doc" if key is not None and key.group(1) in _DOC_KEYS else "lines"
+        if key is not None and key.group(1) in _DOC_KEYS:
+            return "doc"
+        if name.lower().endswith(_LINES_NAMES):
+            return "lines"
+        newline = data.find(b"\n", start)  # a first line that is not a whole value: pretty-printed
+        return "doc" if newline >= 0 and _value_end(data[:newline], start) == -1 else "lines"
     return "lines" if name.lower().endswith(_LINES_NAMES) else None
 
 
@@ -232,8 +237,11 @@ def _tar_units(path: str, size: int) -> Iterator[Unit]:
                 names.add(info.name)
                 yield Unit(key, path, info.name, info.offset_data, info.size, MEMBER)
     except _STREAM_ERRORS as exc:
-        after = f" after member {last}" if last else ""
-        yield _broken(path, end, f"the tar is unreadable{after} ({exc}): truncated? members after it are not read")
+        if last is None:
+            yield _broken(path, 0, f"not a readable tar ({exc})")
+        else:
+            yield _broken(path, end, f"the tar is unreadable after member {last} ({exc}): truncated? "
+                                     "members after it are not read")
         return
     # A tar ends with zero blocks; tarfile silently stops at a cut or unreadable header instead.
     with open(path, "rb") as handle:
@@ -292,17 +300,21 @@ def read_unit(unit: Unit, skip: int = 0, batch: int = 1000) -> Iterator[Batch]:
 
 def _decode(span: bytes, problems: list[SnapshotProblem], ctx: _Context, number: int, pos: int) -> Work | None:
     try:
-        work = _WORK.decode(span)
-    except msgspec.ValidationError:
+        try:
+            work = _WORK.decode(span)
+        except msgspec.ValidationError:  # the wrong shape, or not JSON past the offending value
+            item = _ANY.decode(span)
+            work = None
+    except msgspec.DecodeError as exc:
+        problems.append(SnapshotProblem(ctx.path, ctx.where(number, pos), f"not JSON, skipped: {exc}"))
+        return None
+    if work is None:
         found: list[tuple[str, str, str]] = []
-        salvaged = salvage(_ANY.decode(span), found)  # valid JSON: the typed decode got that far
+        salvaged = salvage(item, found)
         where = ctx.where(number, pos)
         for kind, doi, detail in found:
             problems.append(SnapshotProblem(ctx.path, where, f"{kind}: {detail}" + (f" ({doi})" if doi != "?" else "")))
         return salvaged
-    except msgspec.DecodeError as exc:
-        problems.append(SnapshotProblem(ctx.path, ctx.where(number, pos), f"not JSON, skipped: {exc}"))
-        return None
     if not work.DOI.strip():
         problems.append(SnapshotProblem(ctx.path, ctx.where(number, pos), f"{Problem.NO_DOI}: a record with an empty DOI"))
         return None
@@ -333,6 +345,10 @@ class _Context:
     @property
     def prefix(self) -> str:
         return f"member {self.member}, " if self.member else ""
+
+    @property
+    def rest(self) -> str:
+        return f"the rest of the {'member' if self.member else 'file'} is not read"
 
     def last(self) -> str:
         return f"after {self.noun} {self.number}" if self.number else ""
@@ -443,13 +459,17 @@ class _Guard(io.RawIOBase):
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK):
+    """The stream in pieces of up to CHUNK bytes; one inflating read each, so that the data
+    before a truncation or corruption still comes out before the error does."""
+    read = getattr(stream, "read1", stream.read)
+    while chunk := read(CHUNK):
         yield chunk
 
 
 def _stream(ctx: _Context, stream: IO[bytes]) -> Iterator[Record | SnapshotProblem]:
     """The records of one stored file or member: gunzipped when it says so, then split."""
-    if stream.peek(2)[:2] == _GZIP:  # type: ignore[attr-defined]
+    gzipped = stream.peek(2)[:2] == _GZIP  # type: ignore[attr-defined]
+    if gzipped:
         stream = igzip.IGzipFile(fileobj=stream, mode="rb")
     chunks = _chunks(stream)
     head = b""
@@ -457,7 +477,11 @@ def _stream(ctx: _Context, stream: IO[bytes]) -> Iterator[Record | SnapshotProbl
         head += chunk
         if len(head) >= SNIFF:
             break
+    if head.startswith(_BOM):
+        head = head[3:]
     if not head:
+        if not gzipped:
+            yield ctx.problem("", "empty: no records")
         return
     name = ctx.member or ctx.path
     layout = _layout(head, name)
@@ -465,7 +489,13 @@ def _stream(ctx: _Context, stream: IO[bytes]) -> Iterator[Record | SnapshotProbl
         yield ctx.problem("", f"neither JSON nor JSON Lines (starts with {head[:20]!r}); not read")
         return
     rest = chain([head], chunks)
-    yield from (_lines(ctx, rest) if layout == "lines" else _items(ctx, rest))
+    if layout == "lines":
+        yield from _lines(ctx, rest)
+        return
+    yield from _items(ctx, rest)
+    if gzipped:  # on to the gzip trailer: its CRC is checked there, and a corrupt stream names itself
+        for _ in chunks:
+            pass
 
 
 def _part(ctx: _Context, handle: IO[bytes], start: int, stop: int) -> Iterator[Record | SnapshotProblem]:
@@ -507,7 +537,9 @@ def _lines(ctx: _Context, chunks: Iterator[bytes], pos: int = 0, stop: int | Non
             ctx.number = number
             if stop is not None and pos >= stop:
                 return
-            if line and not line.isspace():
+            if len(line) > MAX_RECORD:
+                yield ctx, number, pos, _Bad(f"a line longer than {MAX_RECORD:,} bytes: skipped")
+            elif line and not line.isspace():
                 yield ctx, number, pos, line
             pos += len(line) + 1
         if len(head) > MAX_RECORD:
@@ -653,7 +685,8 @@ def _items(ctx: _Context, chunks: Iterator[bytes]) -> Iterator[Record | Snapshot
             try:
                 end = doc.value_end()  # may refill the window: the value then starts at the new pos
             except _Malformed as exc:
-                yield ctx, number + 1, doc.base + doc.pos, _Bad(f"malformed JSON ({exc}); the rest is not read")
+                ctx.number = number + 1
+                yield ctx, number + 1, doc.base + doc.pos, _Bad(f"malformed JSON ({exc}); {ctx.rest}")
                 return
             start = doc.pos
             number += 1
@@ -675,5 +708,5 @@ def _items(ctx: _Context, chunks: Iterator[bytes]) -> Iterator[Record | Snapshot
         yield ctx.problem(f"after record {number}", "the data ends inside the items list (truncated?); "
                                                     "the records before are read")
     except _Malformed as exc:
-        yield ctx.problem(f"after record {number}", f"malformed JSON ({exc}); the rest is not read")
+        yield ctx.problem(f"after record {number}", f"malformed JSON ({exc}); {ctx.rest}")
 
