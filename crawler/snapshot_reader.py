@@ -89,6 +89,7 @@ _RAW = msgspec.json.Decoder(msgspec.Raw)
 _WS = re.compile(rb"[ \t\r\n]*")
 _KEY = re.compile(rb'"((?:[^"\\]|\\.)*)"[ \t\r\n]*:[ \t\r\n]*')
 _TRAILING = re.compile(r"trailing characters \(byte (\d+)\)")
+_AT = re.compile(r"\(byte (\d+)\)")
 
 
 @dataclass(frozen=True)
@@ -560,7 +561,9 @@ class _Truncated(Exception):
 
 
 class _Malformed(Exception):
-    pass
+    def __init__(self, message: str, at: int = -1) -> None:
+        super().__init__(message)
+        self.at = at  # offset in the window where msgspec found it wrong, when it said
 
 
 class _Document:
@@ -599,7 +602,14 @@ class _Document:
     def value_end(self) -> int:
         """Where the JSON value at `pos` is followed by something (or the data ends)."""
         while True:
-            end = _value_end(self.buf, self.pos)
+            try:
+                end = _value_end(self.buf, self.pos)
+            except _Malformed as exc:
+                # A value cut by the end of the window can look wrong rather than cut ("1." is an
+                # "invalid number"): near the end, look again with more data before believing it.
+                if self.eof or exc.at < len(self.buf) - 64:
+                    raise
+                end = -1
             if end != -1 and end < len(self.buf):
                 return end
             if len(self.buf) - self.pos > MAX_RECORD:
@@ -665,7 +675,8 @@ def _value_end(buf: bytes, pos: int) -> int:
             return pos + int(trailing.group(1)) - 1
         if "truncated" in message:
             return -1
-        raise _Malformed(message.removeprefix("JSON is malformed: ")) from None
+        at = _AT.search(message)
+        raise _Malformed(message.removeprefix("JSON is malformed: "), pos + int(at.group(1)) if at else len(buf)) from None
     finally:
         view.release()
     return len(buf)

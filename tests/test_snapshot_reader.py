@@ -438,6 +438,29 @@ def test_an_overlong_line_is_skipped(tmp_path, works, monkeypatch):
     assert [p.where for p in problems] == ["line 2"] and "longer than" in problems[0].message
 
 
+TRICKY = [
+    {"DOI": "10.1234/a", "score": 1.0, "x": -12.5e-3, "t": True, "f": False, "n": None, "big": 12345678901234567890,
+     "title": ['a "quoted" ]} title', "caf\u00e9 \\ \n"], "reference": [{"DOI": "10.5555/B"}, {"unstructured": "x, doi:10.5555/c"}]},
+    {"DOI": "10.1234/b", "relation": {"cites": [{"id-type": "doi", "id": "10.5555/D"}]}, "score": 0.5, "deep": [[[[{}]]]]},
+    {"DOI": "10.1234/c", "e": 1e9, "empty": {}, "list": [], "s": ""},
+]
+
+
+@pytest.mark.parametrize("chunk", [7, 13, 61, 97, 256])
+def test_documents_split_right_wherever_the_chunks_end(tmp_path, monkeypatch, chunk):
+    """Every cut of the window: inside strings, escapes, numbers (`1.` looks malformed), literals."""
+    monkeypatch.setattr(sr, "CHUNK", chunk)
+    monkeypatch.setattr(sr, "SNIFF", 16)
+    items = TRICKY * 5
+    plain = json.dumps({"items": items}, ensure_ascii=False).encode()
+    pretty = json.dumps({"message": {"total-results": 15, "items": items}}, indent=3).encode()
+    for name, data in (("a.json", plain), ("b.json.gz", gz(pretty)), ("c.jsonl", jsonl(items))):
+        (tmp_path / name).write_bytes(data)
+        got, problems, records = read_all([tmp_path / name])
+        assert (problems, records) == ([], 15), name
+        assert links(got) == links(direct(items)) and dois(got) == [w["DOI"] for w in items]
+
+
 def test_msgspec_names_the_end_of_a_value(tmp_path):
     """The item splitter relies on msgspec's `trailing characters (byte N)`: pin it."""
     buf = b'  {"a": [1, "]}", {"b": 2}]} ,\n {"c": 3}'
