@@ -18,13 +18,13 @@ import msgspec
 import pytest
 from isal import igzip
 
-from crawler import snapshot_reader as sr
+from crawler.snapshot import base, jsontext
 from crawler.errors import UsageError
 from crawler.extract import unique_links
 from crawler.model import Work
 from crawler.simulator.corpus import generate
 from crawler.simulator.snapshot import FORMATS, write_snapshot
-from crawler.snapshot_reader import BROKEN, MEMBER, PART, TAR_STREAM, Batch, SnapshotProblem, Unit, list_units, read_unit
+from crawler.snapshot import BROKEN, MEMBER, PART, TAR_STREAM, Batch, SnapshotProblem, list_units, read_unit
 from tests.conftest import ROOT
 
 
@@ -117,10 +117,13 @@ def test_units_are_small_picklable_and_keyed_stably(tmp_path, works, monkeypatch
     write_snapshot(works, tmp_path / "z", "tgz-json", records_per_file=100)
     units = list(list_units([tmp_path / "t", tmp_path / "z"]))
     tar = str(tmp_path / "t" / "snapshot.tar")
-    assert [u.key for u in units] == [f"{tar}::{n}.json.gz" for n in range(3)] + [str(tmp_path / "z" / "all.json.tar.gz")]
+    packed = str(tmp_path / "z" / "all.json.tar.gz")
+    assert [u.key for u in units] == [f"{tar}::{n}.json.gz" for n in range(3)] + [packed]
     for unit in units:
         assert pickle.loads(pickle.dumps(unit)) == unit
         assert len(pickle.dumps(unit)) < 400
+    batch = next(read_unit(units[0], batch=5))  # what a parser process sends back
+    assert isinstance(batch, Batch) and pickle.loads(pickle.dumps(batch)) == batch
     members = [u for u in units if u.kind == MEMBER]
     with open(tar, "rb") as handle:  # offset/length locate each member's stored bytes
         for unit in members:
@@ -217,10 +220,14 @@ def _bad_lines(works: list[dict]) -> bytes:
     return b"\n".join(lines)
 
 
-@pytest.mark.parametrize("fmt", ["tar-json-gz", "dir-jsonl-gz", "tgz-json", "json", "jsonl", "jsonl-parts", "bad-lines"])
-def test_skip_reads_exactly_the_unread_tail(tmp_path, works, fmt):
+@pytest.mark.parametrize("fmt", ["tar-json-gz", "dir-jsonl-gz", "tgz-json", "json", "json-streamed", "jsonl",
+                                 "jsonl-parts", "bad-lines"])
+def test_skip_reads_exactly_the_unread_tail(tmp_path, works, fmt, monkeypatch):
     listing = {}
-    if fmt == "jsonl-parts":
+    if fmt == "json-streamed":
+        monkeypatch.setattr(base, "WHOLE_DOC", 100_000)
+        write_snapshot(works, tmp_path, "json")
+    elif fmt == "jsonl-parts":
         write_snapshot(works, tmp_path, "jsonl")
         listing = {"part_bytes": 64 << 10}
     elif fmt == "bad-lines":
@@ -428,8 +435,8 @@ def test_files_that_are_not_snapshots_are_reported_not_raised(tmp_path):
 
 
 def test_an_overlong_line_is_skipped(tmp_path, works, monkeypatch):
-    monkeypatch.setattr(sr, "MAX_RECORD", 2000)
-    monkeypatch.setattr(sr, "CHUNK", 512)
+    monkeypatch.setattr(base, "MAX_RECORD", 2000)
+    monkeypatch.setattr(base, "CHUNK", 512)
     small = [{"DOI": f"10.1234/x{n}"} for n in range(3)]
     big = dict(works[0], title=["x" * 5000])
     (tmp_path / "w.jsonl").write_bytes(jsonl([small[0], big, small[1]]) + msgspec.json.encode(small[2]))
@@ -440,7 +447,8 @@ def test_an_overlong_line_is_skipped(tmp_path, works, monkeypatch):
 
 TRICKY = [
     {"DOI": "10.1234/a", "score": 1.0, "x": -12.5e-3, "t": True, "f": False, "n": None, "big": 12345678901234567890,
-     "title": ['a "quoted" ]} title', "caf\u00e9 \\ \n"], "reference": [{"DOI": "10.5555/B"}, {"unstructured": "x, doi:10.5555/c"}]},
+     "title": ['a "quoted" ]} title', "caf\u00e9 \\ \n"],
+     "reference": [{"DOI": "10.5555/B"}, {"unstructured": "x, doi:10.5555/c"}]},
     {"DOI": "10.1234/b", "relation": {"cites": [{"id-type": "doi", "id": "10.5555/D"}]}, "score": 0.5, "deep": [[[[{}]]]]},
     {"DOI": "10.1234/c", "e": 1e9, "empty": {}, "list": [], "s": ""},
 ]
@@ -449,12 +457,14 @@ TRICKY = [
 @pytest.mark.parametrize("chunk", [7, 13, 61, 97, 256])
 def test_documents_split_right_wherever_the_chunks_end(tmp_path, monkeypatch, chunk):
     """Every cut of the window: inside strings, escapes, numbers (`1.` looks malformed), literals."""
-    monkeypatch.setattr(sr, "CHUNK", chunk)
-    monkeypatch.setattr(sr, "SNIFF", 16)
+    monkeypatch.setattr(base, "CHUNK", chunk)
+    monkeypatch.setattr(base, "SNIFF", 16)
+    monkeypatch.setattr(base, "WHOLE_DOC", 0)  # no document decoded whole: every item cut out of the window
     items = TRICKY * 5
     plain = json.dumps({"items": items}, ensure_ascii=False).encode()
     pretty = json.dumps({"message": {"total-results": 15, "items": items}}, indent=3).encode()
-    for name, data in (("a.json", plain), ("b.json.gz", gz(pretty)), ("c.jsonl", jsonl(items))):
+    spaced = jsonl(items).replace(b"\n", b"\r\n\n  \t \r\n", 4)  # CRLF, blank and blank-looking lines
+    for name, data in (("a.json", plain), ("b.json.gz", gz(pretty)), ("c.jsonl", jsonl(items)), ("d.jsonl", spaced)):
         (tmp_path / name).write_bytes(data)
         got, problems, records = read_all([tmp_path / name])
         assert (problems, records) == ([], 15), name
@@ -464,17 +474,18 @@ def test_documents_split_right_wherever_the_chunks_end(tmp_path, monkeypatch, ch
 def test_msgspec_names_the_end_of_a_value(tmp_path):
     """The item splitter relies on msgspec's `trailing characters (byte N)`: pin it."""
     buf = b'  {"a": [1, "]}", {"b": 2}]} ,\n {"c": 3}'
-    assert buf[sr._value_end(buf, 0)] == ord(",")
-    assert sr._value_end(buf, 0) == buf.index(b",\n")
-    assert sr._value_end(b'{"a": [1, 2', 0) == -1
-    assert sr._value_end(b'{"a": 1}  ', 0) == 10
-    with pytest.raises(sr._Malformed):
-        sr._value_end(b'{"a": x}', 0)
+    assert buf[jsontext.value_end(buf, 0)] == ord(",")
+    assert jsontext.value_end(buf, 0) == buf.index(b",\n")
+    assert jsontext.value_end(b'{"a": [1, 2', 0) == -1
+    assert jsontext.value_end(b'{"a": 1}  ', 0) == 10
+    with pytest.raises(jsontext._Malformed):
+        jsontext.value_end(b'{"a": x}', 0)
 
 
 # -- memory ------------------------------------------------------------------------------------
 
-def test_a_units_memory_stays_bounded_on_a_large_file(tmp_path, works):
+def test_a_units_memory_stays_bounded_on_a_large_file(tmp_path, works, monkeypatch):
+    monkeypatch.setattr(base, "WHOLE_DOC", 1 << 20)  # documents above it are streamed (the real one is 32 MiB)
     many = [dict(w, DOI=f"{w['DOI']}.{n}") for n in range(20) for w in works]  # 6,000 works
     doc = tmp_path / "big.json.gz"
     lines = tmp_path / "big.jsonl.gz"
