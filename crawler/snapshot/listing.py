@@ -66,10 +66,13 @@ def _file_units(path: str, explicit: bool, part_bytes: int) -> Iterator[Unit]:
 
 
 def sniff(path: str) -> str | None:
-    """'tar', 'tgz', 'gzip' (JSON inside), 'lines', 'doc' (uncompressed JSON), or None."""
+    """'tar', 'tgz', 'gzip' (JSON inside), 'lines', 'doc' (uncompressed JSON), or None.
+
+    From the first 4 KB: a listing of 30,000 files reads little more than their first blocks.
+    """
     try:
         with open(path, "rb") as handle:
-            head = handle.read(base.SNIFF)
+            head = handle.read(4096)
     except OSError:
         return None
     if head[257:262] == b"ustar":
