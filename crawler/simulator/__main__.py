@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from crawler.simulator.app import POLITE_LIST, Faults, Outage, PoolLimits, SimConfig, Simulator
 from crawler.simulator.corpus import generate
+from crawler.simulator.snapshot import FORMATS as SNAPSHOT_FORMATS, write_snapshot
 
 
 def _outage(text: str) -> Outage:
@@ -71,6 +72,11 @@ def parser() -> argparse.ArgumentParser:
                              "day, 2019-05-14 (default 0)")
     parser.add_argument("--cursor-ttl", type=float, default=300.0, metavar="S",
                         help="seconds an unused cursor lives (default 300, as the API's 5 minutes)")
+    parser.add_argument("--write-snapshot", metavar="DIR",
+                        help="write the corpus as snapshot files in DIR (see --snapshot-format), print their paths, exit")
+    parser.add_argument("--snapshot-format", default="tar-json-gz", choices=SNAPSHOT_FORMATS,
+                        help="layout of --write-snapshot: the public data file's tar of .json.gz (2020-2024), its "
+                             "directory of .jsonl.gz (2025 on), a Plus .tar.gz, or single files (default tar-json-gz)")
     return parser
 
 
@@ -90,6 +96,10 @@ def main() -> None:
     config = SimConfig(pools=pools, latency_s=args.latency, latency_per_row_s=args.latency_per_row,
                        compress=not args.no_compress, cursor_ttl_s=args.cursor_ttl, faults=faults_from(args))
     corpus = generate(args.works, seed=args.seed, refs_mean=args.refs_mean, day_share=args.day_share)
+    if args.write_snapshot:
+        for path in write_snapshot(corpus.works, args.write_snapshot, args.snapshot_format):
+            print(path)
+        return
 
     async def serve() -> None:
         stop = asyncio.Event()
