@@ -83,9 +83,17 @@ class ParserPool:
 
     async def start(self) -> None:
         """Start the processes from a thread: left to the first page, that start would run
-        on the event loop and stall it for ~150 ms."""
-        pool = self._pool = self._new()
-        await asyncio.to_thread(lambda: [f.result() for f in [pool.submit(int) for _ in range(self.workers)]])
+        on the event loop and stall it for ~150 ms. A process that dies while starting
+        (the OOM killer does not wait) is replaced too."""
+        for attempt in range(PARSER_DEATHS_PER_PAGE):
+            pool = self._pool = self._new()
+            try:
+                await asyncio.to_thread(lambda: [f.result() for f in [pool.submit(int) for _ in range(self.workers)]])
+                return
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+        raise CrawlerError(f"parser processes keep dying as they start ({PARSER_DEATHS_PER_PAGE} times): "
+                           "is the machine out of memory?")
 
     def pids(self) -> list[int]:
         return list(getattr(self._pool, "_processes", {}) or {})

@@ -294,7 +294,7 @@ class ApiClient:
     ) -> Any:
         """The body of a GET (a `Body` left compressed when `packed`), or the error it earned.
         Redirects are followed here, not by aiohttp, so the token never leaves the API's host."""
-        async with health.admit():
+        async with health.admit() as sent_at:
             try:
                 result = await self._get_once(url, params, limiter, observe=observe, packed=packed, kind=kind)
             except RetryableError as exc:
@@ -302,7 +302,7 @@ class ApiClient:
                 if exc.outage:
                     health.failed(_short(exc))
                 raise
-            health.ok()
+            health.ok(sent_at)
             return result
 
     async def _get_once(self, url, params, limiter, *, observe, packed, kind):  # type: ignore[no-untyped-def]

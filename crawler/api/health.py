@@ -68,22 +68,26 @@ class Health:
                 and time.monotonic() - self.down_since_mono > self.give_up_after_s)
 
     @contextlib.asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
+    async def admit(self) -> AsyncIterator[float]:
         """Let a request go: at once while the service is up; one at a time, spaced out,
-        while it is down (the request is then a probe)."""
+        while it is down (the request is then a probe). Gives the moment it was let go."""
         if self.down:
             await self._probe.acquire()
             try:
                 while self.down and (pause := self.next_try_at - time.monotonic()) > 0:
                     await asyncio.sleep(min(pause, 1.0))
                 if self.down:  # this request is the probe: others wait until it is answered
-                    yield
+                    yield time.monotonic()
                     return
             finally:
                 self._probe.release()
-        yield
+        yield time.monotonic()
 
-    def ok(self) -> None:
+    def ok(self, sent_at: float | None = None) -> None:
+        """A request let go at `sent_at` was answered. One sent before the outage began says
+        nothing of now: it does not end the outage."""
+        if self.down_since is not None and sent_at is not None and sent_at < self.down_since_mono:
+            return
         if self.down_since is not None:
             minutes = (time.time() - self.down_since) / 60
             log.warning("%s answers again, after %.1f min; resuming at full pace", self.label, minutes)

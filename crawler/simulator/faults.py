@@ -110,10 +110,12 @@ class Outage:
     duration_s: float
     target: str = "works"  # "works" or "ra"
     status: int = 503
+    trigger: str | None = None  # whose request count starts the clock: the target's by default
 
     def __post_init__(self) -> None:
-        if self.target not in ("works", "ra"):
-            raise ValueError(f"an outage targets 'works' or 'ra', not {self.target!r}")
+        for route in (self.target, self.trigger or self.target):
+            if route not in ("works", "ra"):
+                raise ValueError(f"an outage targets 'works' or 'ra', not {route!r}")
 
 
 @dataclass(frozen=True)
@@ -247,16 +249,14 @@ class Injector:
         return None
 
     # -- draws --------------------------------------------------------------------------
-    def outage(self, target: str, count: int) -> Outage | None:
-        """The outage under way for `target` now that it has had `count` requests, if any."""
+    def outage(self, target: str, counts: dict[str, int]) -> Outage | None:
+        """The outage under way for `target` now, given each route's requests so far."""
         now = time.monotonic()
         for i, outage in enumerate(self.faults.outages):
-            if outage.target != target:
-                continue
             started = self.outage_started.get(i)
-            if started is None and count >= outage.after_requests:
+            if started is None and counts[outage.trigger or outage.target] >= outage.after_requests:
                 started = self.outage_started[i] = now
-            if started is not None and now < started + outage.duration_s:
+            if outage.target == target and started is not None and now < started + outage.duration_s:
                 return outage
         return None
 

@@ -142,7 +142,7 @@ class SimulatorApp:
         while self._pending_changes and stats.requests >= self._pending_changes[0].after_requests:
             change = self._pending_changes.pop(0)
             self.limits.change(change.pool, change.limits)
-        outage = self.injector.outage("works", stats.requests)
+        outage = self.injector.outage("works", {"works": stats.requests, "ra": stats.ra_requests})
         if outage is not None:
             self._fault(call, "outage-works")
             return status_page(outage.status)
@@ -350,7 +350,7 @@ class SimulatorApp:
         self.stats.ra_requests += 1
         call = _Call("ra", self.stats.ra_requests)
         _record(request, self.stats.ra_headers, self.stats.ra_header_names)
-        if (outage := self.injector.outage("ra", self.stats.ra_requests)) is not None:
+        if (outage := self.injector.outage("ra", {"works": self.stats.requests, "ra": self.stats.ra_requests})) is not None:
             self._fault(call, "outage-ra")
             return status_page(outage.status)
         ids = request.match_info["ids"]
