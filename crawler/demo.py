@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from crawler.config import Config
-from crawler.errors import CrawlerError
+from crawler.errors import CrawlerError, UsageError
+from crawler.output import MARKER
 from crawler.events import CROSSREF_TOKEN
 
 
@@ -53,16 +53,43 @@ def summarize(out: Path) -> tuple[int, Counter[str], Counter[str]]:
     return total, by_relation, by_agent
 
 
+DEMO_MARK = ".crawler-demo"  # in a folder the demo made: a later demo may empty it
+_STATE = "crawler.sqlite3"
+
+
+def prepare_dir(directory: Path) -> None:
+    """An empty folder for the demo: a new one, an empty one, or one an earlier demo made, of
+    which only the demo's own files are removed. A non-empty folder it did not make is refused."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--dir {directory} is a file, not a folder")
+    if directory.exists() and any(directory.iterdir()) and not (directory / DEMO_MARK).exists():
+        raise UsageError(
+            f"--dir {directory} is not empty and was not made by `crawler demo`; "
+            "give a new or empty folder (the demo replaces what it writes there)"
+        )
+    for name in (_STATE, f"{_STATE}-wal", f"{_STATE}-shm", f"{_STATE}.lock"):
+        (directory / name).unlink(missing_ok=True)
+    events = directory / "events"
+    if events.is_dir():
+        for path in events.iterdir():
+            if path.name.startswith("events-") or path.name == MARKER:
+                path.unlink()
+        if not any(events.iterdir()):
+            events.rmdir()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / DEMO_MARK).write_text("made by `crawler demo`: a later demo empties it of its own files\n")
+
+
 def run_demo(works: int, seed: int, directory: Path, live: bool = False) -> int:
     from crawler.cli import run_with_signals
     from crawler.jobs import backfill
 
-    shutil.rmtree(directory, ignore_errors=True)
+    prepare_dir(directory)
     print(f"demo: generating {works:,} works (seed {seed}) and starting the simulator ...", flush=True)
     proc, url = start_simulator(works, seed)
     try:
         config = Config(
-            state=directory / "crawler.sqlite3",
+            state=directory / _STATE,
             out=directory / "events",
             api_url=url,
             ra_url=f"{url}/ra",

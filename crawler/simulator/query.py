@@ -47,6 +47,7 @@ VALUE_FILTERS: dict[str, Callable[[dict], object]] = {
     "type-name": lambda w: TYPE_LABELS.get(w.get("type", "")),
     "member": lambda w: w.get("member"),
     "prefix": lambda w: w.get("prefix"),
+    "doi": lambda w: w["DOI"].lower(),  # DOIs match whatever their case
 }
 FILTERS = (
     {f"{end}-{name}" for name in DATE_FILTERS for end in ("from", "until")}
@@ -174,7 +175,7 @@ class WorkIndex:
             works = [w for w in works if key in w and first <= w[key]["date-time"][:10] <= last]
         for name, values in filters.items():
             if name in VALUE_FILTERS:
-                get, wanted = VALUE_FILTERS[name], set(values)
+                get, wanted = VALUE_FILTERS[name], {v.lower() for v in values} if name == "doi" else set(values)
                 works = [w for w in works if get(w) in wanted]
             elif name in BOOLEAN_FILTERS:
                 test, wanted_bools = BOOLEAN_FILTERS[name], {v.lower() in TRUE for v in values}
