@@ -89,8 +89,11 @@ async def crawl_job(config: Config, store: Store, client: ApiClient, output: Out
         reporter = asyncio.create_task(report_progress(crawl, job, config.progress_s, config.live))
         try:
             await fetch_again(crawl)
-            planner = Planner(store, client, job, config.rows * config.window_pages, scope)
-            await WindowScroller(crawl, job, planner, scope).run()
+            planner = Planner(store, client, job, rows=config.rows, window_pages=config.window_pages, scope=scope,
+                              concurrency=lambda: client.limiter.concurrency)
+            scroller = WindowScroller(crawl, job, planner, scope)
+            planner.running_left, planner.scrolling = scroller.running_left, scroller.scrolling
+            await scroller.run()
         finally:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)

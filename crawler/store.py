@@ -376,6 +376,15 @@ class Store:
                  for a, b, scope, total in parts],
             )
 
+    async def merge_windows(self, run: list[Window]) -> None:
+        """Replace adjacent sized windows of one scope by one window over all their days."""
+        first, last = run[0], run[-1]
+        async with self.transaction() as db:
+            await db.executemany("DELETE FROM windows WHERE id = ?", [(w.id,) for w in run])
+            await db.execute(
+                "INSERT INTO windows (job, field, start, end, scope, status, total, rows) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (first.job, first.field, first.start, last.end, first.scope, sum(w.total or 0 for w in run), first.rows))
+
     async def start_window(self, window_id: int) -> None:
         """A fresh attempt: the scroll restarts at '*', so per-attempt counts restart too."""
         async with self.transaction() as db:

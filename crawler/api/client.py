@@ -191,7 +191,7 @@ class ApiClient:
         """`total-results` for a filter (rows=0 is cheap)."""
 
         async def attempt() -> int:
-            return _decode_count(await self.works_once({"filter": filter_, "rows": "0"}, kind="count"))
+            return _decode_count(await self.works_once({"filter": filter_, "rows": "0"}, kind="count", priority=True))
 
         return await self._with_retries(attempt, self.health)
 
@@ -199,7 +199,8 @@ class ApiClient:
         """(total-results, {value: count}) of one facet with every value, for a filter."""
 
         async def attempt() -> tuple[int, dict[str, int]]:
-            body = await self.works_once({"filter": filter_, "rows": "0", "facet": f"{name}:*"}, kind="facet")
+            body = await self.works_once({"filter": filter_, "rows": "0", "facet": f"{name}:*"}, kind="facet",
+                                         priority=True)
             return _decode_facet(body, name)
 
         return await self._with_retries(attempt, self.health)
@@ -215,11 +216,11 @@ class ApiClient:
 
         return await self._with_retries(attempt, self.health)
 
-    async def works_once(self, params: dict[str, str], *, kind: str = "page") -> bytes:
+    async def works_once(self, params: dict[str, str], *, kind: str = "page", priority: bool = False) -> bytes:
         query = dict(params)
         if self.mailto:
             query["mailto"] = self.mailto
-        return await self._get(f"{self.api_url}/works", query, self.limiter, self.health, kind=kind)
+        return await self._get(f"{self.api_url}/works", query, self.limiter, self.health, kind=kind, priority=priority)
 
     async def agencies(self, prefixes: list[str]) -> dict[str, str | None]:
         """Registration agency per prefix: a name, or None when no agency knows it."""
@@ -291,12 +292,14 @@ class ApiClient:
         observe: bool = True,
         packed: bool = False,
         kind: str = "page",
+        priority: bool = False,
     ) -> Any:
         """The body of a GET (a `Body` left compressed when `packed`), or the error it earned.
         Redirects are followed here, not by aiohttp, so the token never leaves the API's host."""
         async with health.admit() as sent_at:
             try:
-                result = await self._get_once(url, params, limiter, observe=observe, packed=packed, kind=kind)
+                result = await self._get_once(url, params, limiter, observe=observe, packed=packed, kind=kind,
+                                              priority=priority)
             except RetryableError as exc:
                 self.stats.last_error = str(exc)
                 if exc.outage:
@@ -305,9 +308,9 @@ class ApiClient:
             health.ok(sent_at)
             return result
 
-    async def _get_once(self, url, params, limiter, *, observe, packed, kind):  # type: ignore[no-untyped-def]
+    async def _get_once(self, url, params, limiter, *, observe, packed, kind, priority=False):  # type: ignore[no-untyped-def]
         for _ in range(MAX_REDIRECTS + 1):
-            async with limiter.slot() as sent_at:
+            async with limiter.slot(priority) as sent_at:
                 self.stats.requests += 1
                 self.stats.kinds[kind] += 1
                 try:

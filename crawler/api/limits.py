@@ -50,12 +50,21 @@ class LiveSemaphore:
     def __init__(self, size: Callable[[], int]) -> None:
         self.size = size
         self.held = 0
+        self._first = 0  # priority waiters
         self._changed = asyncio.Condition()
         self._wakers: set[asyncio.Task[None]] = set()
 
-    async def acquire(self) -> None:
+    async def acquire(self, priority: bool = False) -> None:
+        """Wait for room; waiters with `priority` go before the others."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self.held < self.size())
+            if priority:
+                self._first += 1
+                try:
+                    await self._changed.wait_for(lambda: self.held < self.size())
+                finally:
+                    self._first -= 1
+            else:
+                await self._changed.wait_for(lambda: self.held < self.size() and not self._first)
             self.held += 1
 
     def release(self, n: int = 1) -> None:
@@ -140,9 +149,10 @@ class Limiter:
 
     # -- use ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Wait for room; gives the moment the request may leave (for `throttled`)."""
-        await self._slots.acquire()
+    async def slot(self, priority: bool = False) -> AsyncIterator[float]:
+        """Wait for room; gives the moment the request may leave (for `throttled`).
+        `priority`: before the waiting pages (the plan's counts, which windows wait on)."""
+        await self._slots.acquire(priority)
         try:
             while (pause := self._resume_at - time.monotonic()) > 0:
                 await asyncio.sleep(pause)

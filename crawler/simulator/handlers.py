@@ -98,6 +98,9 @@ class SimulatorApp:
             "over_limit": dict(stats.over_limit), "over_limit_why": dict(stats.over_limit_why),
             "max_in_flight": dict(stats.max_in_flight), "pools": dict(stats.pools),
             "faults": dict(stats.faults), "struck": stats.struck, "ra_requests": stats.ra_requests,
+            "requests_by_kind": dict(stats.requests_by_kind), "items_served": stats.items_served,
+            "seconds": (stats.last_answer_at - stats.first_request_at)
+            if stats.first_request_at and stats.last_answer_at else None,
         })
 
     def _fault(self, call: _Call, name: str) -> None:
@@ -136,7 +139,18 @@ class SimulatorApp:
 
     async def works(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
+        stats.first_request_at = stats.first_request_at or time.monotonic()
+        try:
+            return await self._works_route(request)
+        finally:
+            stats.last_answer_at = time.monotonic()
+
+    async def _works_route(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
         stats.requests += 1
+        query = request.query
+        stats.requests_by_kind["facet" if "facet" in query else "count" if query.get("rows") == "0"
+                               else "page" if "cursor" in query else "other"] += 1
         call = _Call("works", stats.requests)
         _record(request, stats.works_headers, stats.works_header_names)
         while self._pending_changes and stats.requests >= self._pending_changes[0].after_requests:
@@ -264,6 +278,9 @@ class SimulatorApp:
         if self.on_page is not None:
             self.on_page(scroll.filters, scroll.page)
         served = duplicates + items
+        self.stats.items_served += len(served)
+        if not served:
+            self.stats.requests_by_kind["empty-page"] += 1
         await self._latency(len(served))
         body = self._page(cursor, scroll.total, served, scroll.rows, scroll.select, facets=scroll.facets)
         if lost_mode:
@@ -277,8 +294,8 @@ class SimulatorApp:
         works = self.index.matching(parsed.filters)
         total = len(works)
         facets = facet_counts(works, parsed.facets) if parsed.facets else {}
-        if query.get("sort") == "created":
-            works = sorted(works, key=lambda w: w["created"]["date-time"], reverse=query.get("order") == "desc")
+        if query.get("sort") == "created":  # `matching` keeps the created order already
+            works = works[::-1] if query.get("order") == "desc" else works
         offset = query.get("offset", "0")
         if not offset.isdigit() or int(offset) > MAX_OFFSET:
             body = Invalid("integer-not-valid", offset, f"Integer specified as {offset} but must be a positive integer less than or equal to {MAX_OFFSET}. ").body

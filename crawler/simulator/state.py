@@ -29,6 +29,10 @@ class SimConfig:
 class SimStats:
     requests: int = 0  # /works requests
     pages: int = 0  # scroll pages served
+    first_request_at: float | None = None  # time.monotonic() of the first /works request
+    last_answer_at: float | None = None  # ... and of the last /works answer
+    requests_by_kind: Counter[str] = field(default_factory=Counter)  # page, empty-page, count, facet, other
+    items_served: int = 0  # works in pages (a repeated one each time)
     first_page_at: float | None = None  # time.monotonic() of the first and last page served
     last_page_at: float | None = None
     scrolls: int = 0

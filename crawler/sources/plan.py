@@ -1,59 +1,260 @@
-"""The plan: the created-date (or index-date) range cut into windows of a few pages each.
+"""The plan: the range cut into windows that keep `concurrency` scrolls busy to the very end.
 
-Windows are sized with rows=0 counts and halved until each holds at most `target` works or
-is a single day (the filters' finest grain). Each step is committed, so planning resumes
-too, and windows become crawlable as soon as they are sized.
+The crawler's pace is the API's bound only while `concurrency` scrolls run at once, so the
+plan sizes windows for that, not only for length:
+
+- Sizing: rows=0 counts. A window over its target is cut: a range of days in halves (only the
+  first half is counted, the second is the rest); a single day by a second filter that
+  partitions it exactly — the work type (one `facet=type-name:*` request gives every value and
+  its count, accepted only when they add up to the day's count), then yes/no flags
+  (`has-references:1` / `:0`, ...: two counts that must add up). Where nothing cuts a day
+  further its scroll stays long (logged), which the distinct-work set and the retries bear.
+- The target: a window of at most `window_pages` pages, and at first at most a `LANES`-th of
+  each scroll's share of the whole, so that `concurrency` scrolls start at once.
+- The tail: a window starts only when it is no larger than its fair share of what is left per
+  scroll (`limit`); a larger one is cut first. The last windows are small and end together
+  instead of leaving one lonely scroll at the end.
+
+Each cut is committed, so planning resumes too, and windows become crawlable as soon as they
+are sized. Counts and facets share the API's limits with the pages; `RequestStats.kinds`
+says what share of the requests they were.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
+from collections.abc import Callable
 from datetime import date, timedelta
 
 from crawler.api.client import ApiClient
+from crawler.api.limits import LiveSemaphore
 from crawler.store import Store, Window
 
 log = logging.getLogger(__name__)
 
+LANES = 2  # windows per scroll at the start
+TAIL = 2  # at the end, a window may hold at most this fraction of a scroll's fair share
+FLAGS = ("has-references", "has-abstract", "has-orcid", "has-license", "has-funder")
+TYPE_FACET = "type-name"
+SLACK = 1.15  # a window a little over its share starts anyway: parts of equal length are not equal
+MAX_PARTS = 16  # a range of days is cut into at most this many parts at once
+CROWDED = 0.75  # a part holding this share of its range's works is cut by kind next
+PARALLEL = 3  # planning requests in flight at most (the limiter gates them with the pages)
 
-def halves(start: date, end: date) -> list[tuple[date, date]]:
-    """Two adjacent, non-overlapping inclusive ranges covering start..end (start < end)."""
-    middle = start + timedelta(days=(end - start).days // 2)
-    return [(start, middle), (middle + timedelta(days=1), end)]
+
+def parts(start: date, end: date, n: int) -> list[tuple[date, date]]:
+    """Up to n adjacent, non-overlapping inclusive ranges of about equal length covering start..end."""
+    days = (end - start).days + 1
+    n = max(1, min(n, days))
+    bounds = [start + timedelta(days=days * i // n) for i in range(n + 1)]
+    return [(bounds[i], bounds[i + 1] - timedelta(days=1)) for i in range(n)]
+
+
+def _names(scope: str) -> set[str]:
+    return {part.split(":", 1)[0] for part in scope.split(",") if part}
+
+
+def _join(*scopes: str) -> str:
+    return ",".join(s for s in scopes if s)
 
 
 class Planner:
-    def __init__(self, store: Store, client: ApiClient, job: str, target: int, scope: str = "",
-                 parallel: int = 3) -> None:
+    def __init__(self, store: Store, client: ApiClient, job: str, *, rows: int, window_pages: int,
+                 scope: str = "", concurrency: Callable[[], int] = lambda: 3,
+                 running_left: Callable[[], int] = lambda: 0) -> None:
         self.store = store
         self.client = client
         self.job = job
-        self.target = target  # works per window at most
-        self.scope = scope
-        self._gate = asyncio.Semaphore(parallel)
+        self.rows = rows
+        self.max_target = rows * window_pages
+        self.target = self.max_target
+        self.scope = scope  # the operator's --filter, on every request
+        self.concurrency = concurrency
+        self.running_left = running_left  # works still to come of the scrolls under way
+        self.changed = asyncio.Event()  # set when windows were sized or cut
+        self.idle = False  # nothing unsized, nothing being cut
+        self._atomic: set[int] = set()  # windows nothing can cut further
+        self._cutting: set[int] = set()
+        self._crowded: set[int] = set()  # windows holding most of their parent's works
+        self._pending_total = 0
+        self._target_set = False
+        # Planning requests in flight: all the API's slots while nothing scrolls, one once
+        # scrolls are under way (ahead of their pages: see `ApiClient.count`).
+        self.scrolling: Callable[[], int] = lambda: 0
+        self._gate = LiveSemaphore(lambda: 1 if self.scrolling() else PARALLEL)
+        self._poked = asyncio.Event()
 
-    def _filter(self, window: Window) -> str:
-        return f"{window.filter},{self.scope}" if self.scope else window.filter
+    def poke(self) -> None:
+        """Something changed (a window ended): look again at what to cut."""
+        self._poked.set()
 
+    # -- what may start ------------------------------------------------------------------
+    def limit(self) -> int:
+        """The most works a window may hold to start now: its scroll's fair share of all that
+        is left (what waits and what the scrolls under way still have to deliver), at most
+        `window_pages` pages, at least one. Windows over it are cut while the scrolls work, so
+        the last ones are small and end together."""
+        share = -(-(self._pending_total + self.running_left()) // max(1, self.concurrency()))
+        return max(self.rows, min(self.max_target, int(share * SLACK)))
+
+    def startable(self, window: Window) -> bool:
+        return window.id not in self._cutting and (
+            window.total is None or window.total <= self.limit() or window.id in self._atomic)
+
+    # -- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
-        """Size every unsized window of the job, splitting the large ones, until none is left."""
-        while unsized := await self.store.windows(self.job, "unsized"):
-            await asyncio.gather(*(self._size(w) for w in unsized))
+        """Size and cut windows until cancelled (the scroller cancels it when all is done)."""
+        while True:
+            unsized = await self.store.windows(self.job, "unsized")
+            if unsized:
+                self.idle = False
+                await asyncio.gather(*(self._size(w) for w in unsized))
+                if not self._target_set:
+                    self._set_target(await self.store.windows(self.job, "pending", "running", "unsized"))
+                self.changed.set()
+                continue
+            pending = await self.store.windows(self.job, "pending")
+            if await self._coalesce(pending):
+                continue
+            self._pending_total = sum(w.total or 0 for w in pending)
+            limit = self.limit()
+            big = [w for w in pending if (w.total or 0) > limit and w.id not in self._atomic
+                   and (w.total or 0) > self.rows]
+            if big:
+                self.idle = False
+                self._cutting.update(w.id for w in big)
+                try:
+                    await asyncio.gather(*(self._cut(w) for w in big))
+                finally:
+                    self._cutting.difference_update(w.id for w in big)
+                self.changed.set()
+                continue
+            self.idle = True
+            self.changed.set()
+            self._poked.clear()
+            try:
+                await asyncio.wait_for(self._poked.wait(), timeout=0.25)
+            except asyncio.TimeoutError:
+                pass
 
-    async def ready(self, window: Window, active: int) -> Window | None:
-        """The window to start now, or None when it was replaced by parts."""
-        return window
+    def _set_target(self, windows: list[Window]) -> None:
+        """Once the whole is known: windows small enough for every scroll to start at once."""
+        whole = sum(w.total or 0 for w in windows)
+        lanes = max(1, self.concurrency()) * LANES
+        self.target = max(self.rows, min(self.max_target, -(-whole // lanes)))
+        self._target_set = True
+
+    def _filter(self, window: Window, *extra: str) -> str:
+        return _join(window.filter, self.scope, *extra)
+
+    async def _count(self, filter_: str) -> int:
+        await self._gate.acquire()
+        try:
+            return await self.client.count(filter_)
+        finally:
+            self._gate.release()
 
     async def _size(self, window: Window) -> None:
-        async with self._gate:
-            total = await self.client.count(self._filter(window))
+        await self.store.size_window(window.id, await self._count(self._filter(window)))
+        self.changed.set()  # it may start now
+
+    async def _coalesce(self, pending: list[Window]) -> bool:
+        """Merge runs of adjacent, nearly empty windows (what cutting towards a crowded day
+        leaves around it) into windows of at most a page: each window costs a request."""
+        runs: list[list[Window]] = []
+        for window in sorted(pending, key=lambda w: (w.field, w.scope, w.start)):
+            if window.id in self._cutting or window.total is None or window.total >= self.rows // 2:
+                continue
+            run = runs[-1] if runs else None
+            if run and (run[-1].field, run[-1].scope) == (window.field, window.scope) \
+                    and date.fromisoformat(run[-1].end) + timedelta(days=1) == date.fromisoformat(window.start) \
+                    and sum(w.total or 0 for w in run) + (window.total or 0) <= self.rows:
+                run.append(window)
+            else:
+                runs.append([window])
+        merged = False
+        for run in runs:
+            if len(run) > 1:
+                await self.store.merge_windows(run)
+                merged = True
+        return merged
+
+    # -- cutting -------------------------------------------------------------------------
+    async def _cut(self, window: Window) -> None:
+        """Replace a window by parts that partition it exactly (see the module's doc)."""
         start, end = date.fromisoformat(window.start), date.fromisoformat(window.end)
-        if total > self.target and start < end:
-            await self.store.split_window(
-                window, [(a.isoformat(), b.isoformat(), window.scope, None) for a, b in halves(start, end)]
-            )
+        total = window.total or 0
+        if start == end or window.id in self._crowded:
+            by_kind = await self._cut_by_kind(window, total)
+            if by_kind is not None:
+                await self.store.split_window(window, [(window.start, window.end, scope, n) for scope, n in by_kind])
+                return
+            if start == end:
+                self._atomic.add(window.id)
+                log.info("window %s holds %d works and nothing cuts that day further: its scroll stays long",
+                         window.describe(), total)
+                return
+        # As many parts of equal length as the limit asks for (at most MAX_PARTS), counted at
+        # once but the last, which is the rest. A part holding most of the range's works is
+        # crowded (a bulk-deposit day inside): it is cut by kind next, rather than day by day
+        # down to that day; nearly empty parts met on the way are merged back (`_coalesce`).
+        ranges = parts(start, end, min(MAX_PARTS, max(2, math.ceil(total * SLACK / self.limit()))))
+        if len(ranges) > 3:
+            # Many parts: each is sized (and may start) on its own as its count comes in, for
+            # the counts queue behind the API's rate.
+            await self.store.split_window(window, [(a.isoformat(), b.isoformat(), window.scope, None) for a, b in ranges])
+            return
+        counts = list(await asyncio.gather(*(
+            self._count(_join(f"from-{window.field}:{a},until-{window.field}:{b}", window.scope, self.scope))
+            for a, b in ranges[:-1])))
+        rest = total - sum(counts)
+        sized = [*counts, rest if rest >= 0 else None]  # None: sized again (a count moved meanwhile)
+        await self.store.split_window(
+            window, [(a.isoformat(), b.isoformat(), window.scope, n) for (a, b), n in zip(ranges, sized)])
+        crowded = {a.isoformat() for (a, _), n in zip(ranges, sized) if total and n and n >= CROWDED * total}
+        if crowded:
+            for part in await self.store.windows(self.job, "pending"):
+                if part.start in crowded and (part.scope, part.field) == (window.scope, window.field):
+                    self._crowded.add(part.id)
+
+    async def _cut_by_kind(self, window: Window, total: int) -> list[tuple[str, int]] | None:
+        """Parts (scope, count) that partition the window exactly by a second filter, or None:
+        its work types (one facet request; the types packed into parts of at most the limit,
+        a type filter repeated being an OR), else a yes/no flag (two counts)."""
+        used = _names(window.scope) | _names(self.scope)
+        if not used & {"type", "type-name"}:
+            await self._gate.acquire()
+            try:
+                counted, values = await self.client.facet(self._filter(window), TYPE_FACET)
+            finally:
+                self._gate.release()
+            if len(values) > 1 and counted == total and sum(values.values()) == total and \
+                    not any("," in v for v in values):
+                return [(_join(window.scope, *(f"{TYPE_FACET}:{v}" for v in kinds)), n)
+                        for kinds, n in _pack(values, self.limit())]
+        for flag in FLAGS:
+            if flag in used:
+                continue
+            yes, no = await asyncio.gather(self._count(self._filter(window, f"{flag}:1")),
+                                           self._count(self._filter(window, f"{flag}:0")))
+            if yes and no and yes + no == total:
+                return [(_join(window.scope, f"{flag}:1"), yes), (_join(window.scope, f"{flag}:0"), no)]
+        return None
+
+
+def _pack(values: dict[str, int], capacity: int) -> list[tuple[list[str], int]]:
+    """Facet values into parts of at most `capacity` works (first fit, largest first); a value
+    larger than that is a part of its own, cut further later."""
+    bins: list[tuple[list[str], int]] = []
+    for value, n in sorted(values.items(), key=lambda kv: -kv[1]):
+        if n <= 0:
+            continue
+        for i, (names, size) in enumerate(bins):
+            if size + n <= capacity:
+                bins[i] = (names + [value], size + n)
+                break
         else:
-            if total > self.target:
-                log.info("window %s holds %d works but cannot be split below a day", window.start, total)
-            await self.store.size_window(window.id, total)
+            bins.append(([value], n))
+    return bins

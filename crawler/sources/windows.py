@@ -82,6 +82,7 @@ class _Scroll:
     total: int | None = None  # the first page's total-results: the scroll's snapshot
     received: int = 0  # distinct works
     finished: bool = False
+    fetching: bool = True  # requests still to send: the scroll holds one of the API's slots
     tainted: bool = False  # an answer was lost after the scroll may have moved: a page may be missing
     subjects: DistinctSet = field(default_factory=DistinctSet)
 
@@ -102,41 +103,53 @@ class WindowScroller:
         config = crawl.config
         self.rows = config.rows
         self.pause_initial, self.pause_max = config.retry_initial_s, config.retry_max_s
+        self._scrolls: dict[int, _Scroll] = {}  # the scroll under way of each running window
 
     def _filter(self, window: Window) -> str:
         return f"{window.filter},{self.scope}" if self.scope else window.filter
 
+    def scrolling(self) -> int:
+        """Scrolls with requests still to send."""
+        return sum(1 for s in self._scrolls.values() if s.fetching)
+
+    def running_left(self) -> int:
+        """Works still to come of the scrolls under way (for the plan's tail)."""
+        return sum(max(0, (s.total or 0) - s.received) for s in self._scrolls.values())
+
     async def run(self) -> None:
         """Keep as many windows scrolling as the limiter allows until none is left."""
-        crawl = self.crawl
+        crawl, planner = self.crawl, self.planner
         active: dict[int, asyncio.Task[None]] = {}
-        planning = asyncio.create_task(self.planner.run())
+        planning = asyncio.create_task(planner.run())
         try:
             while not crawl.stopping.is_set():
-                room = crawl.client.limiter.concurrency - len(active)
+                planner.changed.clear()
+                pending = await crawl.store.windows(self.job, "pending")
+                # A window whose last request is answered leaves its slot to the next one while
+                # its pages are committed.
+                fetching = sum(1 for i in active if (s := self._scrolls.get(i)) is None or s.fetching)
+                room = crawl.client.limiter.concurrency - fetching
                 if room > 0 and not crawl.client.health.down:  # an outage: start nothing new
-                    for window in await crawl.store.windows(self.job, "pending"):
+                    for window in pending:  # the largest first
                         if room <= 0:
                             break
-                        if window.id in active:
+                        if window.id in active or not planner.startable(window):
                             continue
-                        window = await self.planner.ready(window, active=len(active))
-                        if window is None:
-                            continue  # split into parts, to be started on their own
                         active[window.id] = asyncio.create_task(self.crawl_window(window))
                         room -= 1
-                if not active and planning.done() and not await crawl.store.windows(self.job, "pending"):
+                if not active and not pending and planner.idle:
                     break
-                waiting: set[asyncio.Future] = set(active.values())
-                if not planning.done():
-                    waiting.add(planning)
+                waiting: set[asyncio.Future] = {*active.values(), planning}
+                changed = asyncio.ensure_future(planner.changed.wait())
                 stop = asyncio.ensure_future(crawl.stopping.wait())
-                await asyncio.wait(waiting | {stop}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiting | {stop, changed}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
+                changed.cancel()
                 for window_id, task in list(active.items()):
                     if task.done():
                         del active[window_id]
                         task.result()  # a fatal error stops the run
+                        planner.poke()
                 if planning.done():
                     planning.result()
         finally:
@@ -201,7 +214,7 @@ class WindowScroller:
         # This window's bodies in memory: one parsing (or waiting for a parser), one arriving.
         room = asyncio.Semaphore(2)
         params = {"filter": self._filter(window), "rows": str(rows), "select": ",".join(SELECT_FIELDS)}
-        state = _Scroll()
+        state = self._scrolls[window.id] = _Scroll(total=window.total)
         past = _past(window)
         held = 0  # bodies held of `crawl.bodies`: given back as pages are parsed, the rest at the end
 
@@ -224,15 +237,20 @@ class WindowScroller:
                     break
                 if head.cursor is None:
                     raise BadPage("a page without next-cursor")
-                if state.total is None:
-                    state.total = head.total
+                if pages == 0 and head.total is not None:
+                    state.total = head.total  # the scroll's own count replaces the plan's
                 cursor = state.cursor = head.cursor
                 pages += 1
                 if past and state.total is not None and pages * rows >= state.total:
+                    state.fetching = False  # most likely the last request: the slot may go on
+                    self.planner.changed.set()
                     await queue.join()  # every page so far committed: is anything missing?
                     if state.received >= state.total:
                         state.finished = True
                         break
+                    state.fetching = True
+            state.fetching = False
+            self.planner.changed.set()  # a slot is free
             queue.put_nowait(None)
 
         async def consume(fetcher: asyncio.Task[None]) -> None:
@@ -257,6 +275,7 @@ class WindowScroller:
         try:
             await _together(fetcher, asyncio.create_task(consume(fetcher)))
         finally:
+            self._scrolls.pop(window.id, None)
             if held:
                 crawl.bodies.release(held)
         if not state.finished:
