@@ -114,7 +114,9 @@ class WindowScroller:
         try:
             while not crawl.stopping.is_set():
                 room = crawl.client.limiter.concurrency - len(active)
-                if room > 0 and not crawl.client.health.down:  # an outage: start nothing new
+                if crawl.client.health.down:  # an outage: start nothing new, but for one window
+                    room = 0 if active else min(room, 1)  # when none runs: its request is the probe
+                if room > 0:
                     for window in await crawl.store.windows(self.job, "pending"):
                         if room <= 0:
                             break
@@ -279,9 +281,14 @@ class WindowScroller:
 
 
 async def _together(*tasks: asyncio.Task[None]) -> None:
-    """Await tasks; the first failure cancels the rest and is raised as itself (no group)."""
+    """Await tasks; the first failure cancels the rest and is raised as itself (no group).
+    A task that ended cancelled (not by us) is a failure too: the others may wait for it."""
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(t.cancelled() or t.exception() is not None for t in done):
+                break
     finally:
         for task in tasks:
             task.cancel()
