@@ -33,7 +33,7 @@ class AgencyResolver:
         self.client = client
         self.store = store
         self.cache = cache  # prefix -> (agency or None, asked at)
-        self._pending: dict[str, asyncio.Future[None]] = {}
+        self._pending: dict[str, asyncio.Task[None]] = {}
         self.lookups = 0
 
     @classmethod
@@ -46,36 +46,42 @@ class AgencyResolver:
 
     async def resolve(self, prefixes: Iterable[str]) -> dict[str, str | None]:
         """Agencies for these prefixes, asking only for those never asked (or whose negative
-        answer expired). Concurrent callers share in-flight look-ups, so a prefix is asked once."""
+        answer expired). Concurrent callers share in-flight look-ups, so a prefix is asked once.
+
+        A look-up is a task of its own, not part of the caller that started it: a caller that
+        is cancelled (its window starts over) must not take down the answer others wait for.
+        """
         wanted = set(prefixes)
-        waits = [self._pending[p] for p in wanted if p in self._pending]
         missing = sorted(p for p in wanted if p not in self._pending and self._stale(p))
-        batches = [missing[i : i + BATCH] for i in range(0, len(missing), BATCH)]
-        if batches:
-            loop = asyncio.get_running_loop()
-            futures = [loop.create_future() for _ in batches]
-            for batch, future in zip(batches, futures):
-                for prefix in batch:
-                    self._pending[prefix] = future
-            try:
-                await asyncio.gather(*(self._lookup(b, f) for b, f in zip(batches, futures)))
-            finally:
-                for batch in batches:
-                    for prefix in batch:
-                        self._pending.pop(prefix, None)
+        for i in range(0, len(missing), BATCH):
+            batch = missing[i : i + BATCH]
+            task = asyncio.create_task(self._lookup(batch))
+            self._pending.update(dict.fromkeys(batch, task))
+            task.add_done_callback(lambda done, batch=batch: self._finished(done, batch))
+        waits = {self._pending[p] for p in wanted if p in self._pending}
         if waits:
-            await asyncio.gather(*waits)
+            await asyncio.wait(waits)  # unlike gather, a cancelled caller cancels no look-up
+            for task in waits:
+                task.result()  # a look-up's failure is every waiting caller's
         return {p: self.cache[p][0] for p in wanted}
 
-    async def _lookup(self, batch: list[str], future: asyncio.Future[None]) -> None:
-        try:
-            found = await self.client.agencies(batch)
-            self.lookups += 1
-            now = utc_now()
-            await self.store.save_agencies(found, now)
-            self.cache.update({p: (a, now) for p, a in found.items()})
-            future.set_result(None)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: the caller that started it raises it
-            raise
+    def _finished(self, task: asyncio.Task[None], batch: list[str]) -> None:
+        for prefix in batch:
+            if self._pending.get(prefix) is task:
+                del self._pending[prefix]
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller that waited for it raises it
+
+    async def _lookup(self, batch: list[str]) -> None:
+        found = await self.client.agencies(batch)
+        self.lookups += 1
+        now = utc_now()
+        await self.store.save_agencies(found, now)
+        self.cache.update({p: (a, now) for p, a in found.items()})
+
+    async def close(self) -> None:
+        """Cancel the look-ups still under way (the run is ending)."""
+        tasks = set(self._pending.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -75,7 +75,12 @@ def _seconds(text: str) -> float:
 
 
 def _seconds_or_zero(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else _seconds(text)
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    try:
+        return _seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}") from None
 
 
 def _rows(text: str) -> int:
@@ -137,8 +142,15 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-rate-headers", action="store_true", help=argparse.SUPPRESS)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line (the usage is one --help away), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crawler",
         description="Backfill the Crossref corpus into Crossref Event Data events "
         "(references and relations between DOIs), resumably and within the API's limits.",
@@ -395,6 +407,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _require_state(state: Path) -> None:
+    from crawler.store import file_in_the_way
+
+    blocker = file_in_the_way(state)
+    if blocker is not None:
+        raise UsageError(f"{state} cannot be a state file: {blocker} is a file, not a folder")
     if not state.exists():
         raise UsageError(f"no state file at {state}: give the one your backfill uses with --state FILE")
 

@@ -306,6 +306,8 @@ async def started_crawl(
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            if crawl.resolver is not None:
+                await crawl.resolver.close()
             await crawl.close()
             with contextlib.suppress(CrawlerError):
                 await store.set_meta({"outage": None})

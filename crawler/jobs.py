@@ -16,7 +16,7 @@ from pathlib import Path
 from crawler.api.client import ApiClient
 from crawler.config import Config
 from crawler.engine import Crawl, opened, output_dir, started_crawl
-from crawler.errors import StateError
+from crawler.errors import CrawlerError, StateError
 from crawler.events import utc_now
 from crawler.output import Output, claim
 from crawler.progress import report_progress
@@ -66,6 +66,14 @@ async def prepare_output(config: Config, store: Store, meta: dict[str, str]) -> 
     if "out" not in meta:
         await store.set_meta({"out": str(out)})
     return output
+
+
+async def _note_failure(store: Store, client: ApiClient) -> None:
+    """For `crawler status`: what a run that failed before its crawl started met on the way."""
+    stats = client.stats
+    await store.add_counters({"retries": stats.retries, "429s": stats.throttled})
+    if stats.last_error:
+        await store.set_meta({"last_error": json.dumps({"at": utc_now(), "error": stats.last_error})})
 
 
 def _check_setting(store: Store, meta: dict[str, str], key: str, wanted: str, what: str) -> None:
@@ -143,7 +151,11 @@ async def backfill(config: Config, stop: asyncio.Event) -> Outcome:
             )
         if "backfill_from" not in meta:
             until = config.date_until or _today()
-            start = config.date_from or await client.earliest_created(config.scope) or until
+            try:
+                start = config.date_from or await client.earliest_created(config.scope) or until
+            except CrawlerError:
+                await _note_failure(store, client)
+                raise
             if start > until:
                 raise StateError(f"--from {start} is after --until {until}")
             await store.set_meta(

@@ -214,6 +214,9 @@ class Store:
         path = Path(path)
         if path.is_dir():
             raise StateError(f"{path} is a directory, not a state file: give a file path with --state")
+        blocker = file_in_the_way(path)
+        if blocker is not None:
+            raise StateError(f"{path} cannot be a state file: {blocker} is a file, not a folder")
         if not path.exists():
             if not create or readonly:
                 raise StateError(f"no state file at {path}: nothing has run with it yet")
@@ -567,6 +570,11 @@ class Store:
     async def set_sink_position(self, seq: int, offset: int, *, durable: bool = False) -> None:
         async with self.transaction(durable=durable) as db:
             await db.execute("UPDATE sink SET seq=?, offset=? WHERE id=1", (seq, offset))
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The regular file among the path's parents, if one is (no file can exist below it)."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
 
 
 def _lock(path: Path) -> tuple[int, bool]:

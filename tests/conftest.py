@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -82,6 +84,28 @@ def output_keys(out: Path) -> tuple[set[tuple[str, str, str]], Counter]:
     """(key set, keys seen more than once) of an output directory."""
     counts = Counter(event_key(e) for e in read_events(out))
     return set(counts), Counter({k: n for k, n in counts.items() if n > 1})
+
+
+@pytest.fixture(autouse=True)
+def _show_pending_tasks_before_the_timeout(request):
+    """pytest-timeout prints the threads' stacks, which for an async test show only the event
+    loop. A few seconds before it fires, print where every pending asyncio task is waiting."""
+    timeout = request.config.getini("timeout")
+    if not timeout:
+        yield
+        return
+
+    def show() -> None:
+        print(f"\n--- {request.node.nodeid}: pending asyncio tasks ---", file=sys.stderr)
+        for task in list(asyncio.tasks._all_tasks):  # read from another thread: best effort
+            if not task.done():
+                task.print_stack(limit=12, file=sys.stderr)
+
+    timer = threading.Timer(max(1.0, float(timeout) - 5), show)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 @pytest.fixture(scope="session")

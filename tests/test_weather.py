@@ -183,3 +183,46 @@ async def test_a_parser_process_that_dies_is_replaced_and_its_page_parsed_again(
     assert outcome.code == 0, outcome.message
     assert "a parser process died" in caplog.text
     _assert_exact(tmp_path, heavy.expected)
+
+
+async def test_a_shared_agency_look_up_outlives_the_caller_that_started_it(corpus, tmp_path):
+    """Two pages wait for the same prefix's agency while doi.org is down; the window of the
+    first starts over (its commit is cancelled). The look-up they share must go on for the
+    second: taken down with the first, it left the second waiting for ever (a CI run hung)."""
+    from crawler.agency import AgencyResolver
+    from crawler.engine import open_session
+    from crawler.store import Store
+
+    prefix, agency = next((p, a) for p, a in corpus.agencies.items() if a)
+    outage = Outage(after_requests=1, duration_s=1.0, target="ra")
+    async with Simulator(corpus, fast_sim_config(faults=Faults(outages=(outage,)))) as sim:
+        session, client = open_session(_config(sim, tmp_path, retry_max_s=0.2))
+        async with session, await Store.open(tmp_path / "state.sqlite3") as store:
+            resolver = await AgencyResolver.load(client, store)
+            first = asyncio.create_task(resolver.resolve([prefix]))
+            while not sim.stats.faults.get("outage-ra"):
+                await asyncio.sleep(0.01)
+            second = asyncio.create_task(resolver.resolve([prefix]))
+            await asyncio.sleep(0.05)
+            first.cancel()
+            answer = await asyncio.wait_for(second, timeout=30)
+            await resolver.close()
+    assert answer == {prefix: agency}
+    assert first.cancelled()
+
+
+async def test_a_scroll_half_that_ends_cancelled_ends_the_other_half():
+    """A scroll is a fetching task and a committing one. If the committing one ends cancelled
+    (not by the scroll), the fetching one fills its two places in the queue and waits for
+    ever: the scroll must end (and its window start over) instead."""
+    from crawler.sources.windows import _together
+
+    async def fetch_for_ever() -> None:
+        await asyncio.Event().wait()
+
+    async def commit_cancelled() -> None:
+        raise asyncio.CancelledError  # what a look-up cancelled under it used to raise
+
+    fetcher = asyncio.create_task(fetch_for_ever())
+    await asyncio.wait_for(_together(fetcher, asyncio.create_task(commit_cancelled())), timeout=10)
+    assert fetcher.cancelled()

@@ -227,7 +227,8 @@ class ApiClient:
 
         async def attempt() -> dict[str, str | None]:
             url = f"{self.ra_url}/{','.join(prefixes)}"
-            body = await self._get(url, None, self.ra_limiter, self.ra_health, observe=False, kind="agency")
+            body = await self._get(url, None, self.ra_limiter, self.ra_health, observe=False, kind="agency",
+                                   secret=False)
             return _decode_agencies(body, prefixes)
 
         return await self._with_retries(attempt, self.ra_health)
@@ -274,11 +275,11 @@ class ApiClient:
                 return await call()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _headers_for(self, url: str, packed: bool) -> dict[str, str]:
+    def _headers_for(self, url: str, packed: bool, secret: bool = True) -> dict[str, str]:
         headers = dict(self._headers)
         if packed:
             headers["Accept-Encoding"] = "gzip, deflate"
-        if self._secret and urlsplit(url)[:2] == self._api_origin:
+        if secret and self._secret and urlsplit(url)[:2] == self._api_origin:
             headers.update(self._secret)
         return headers
 
@@ -293,13 +294,14 @@ class ApiClient:
         packed: bool = False,
         kind: str = "page",
         priority: bool = False,
+        secret: bool = True,
     ) -> Any:
         """The body of a GET (a `Body` left compressed when `packed`), or the error it earned.
         Redirects are followed here, not by aiohttp, so the token never leaves the API's host."""
         async with health.admit() as sent_at:
             try:
                 result = await self._get_once(url, params, limiter, observe=observe, packed=packed, kind=kind,
-                                              priority=priority)
+                                              priority=priority, secret=secret)
             except RetryableError as exc:
                 self.stats.last_error = str(exc)
                 if exc.outage:
@@ -308,13 +310,14 @@ class ApiClient:
             health.ok(sent_at)
             return result
 
-    async def _get_once(self, url, params, limiter, *, observe, packed, kind, priority=False):  # type: ignore[no-untyped-def]
+    async def _get_once(self, url, params, limiter, *, observe, packed, kind, priority=False,  # type: ignore[no-untyped-def]
+                        secret=True):
         for _ in range(MAX_REDIRECTS + 1):
             async with limiter.slot(priority) as sent_at:
                 self.stats.requests += 1
                 self.stats.kinds[kind] += 1
                 try:
-                    async with self.session.get(url, params=params, headers=self._headers_for(url, packed),
+                    async with self.session.get(url, params=params, headers=self._headers_for(url, packed, secret),
                                                 auto_decompress=not packed, allow_redirects=False) as resp:
                         if observe:
                             limiter.observe(resp.headers)

@@ -129,7 +129,9 @@ class WindowScroller:
                 # its pages are committed.
                 fetching = sum(1 for i in active if (s := self._scrolls.get(i)) is None or s.fetching)
                 room = crawl.client.limiter.concurrency - fetching
-                if room > 0 and not crawl.client.health.down:  # an outage: start nothing new
+                if crawl.client.health.down:  # an outage: start nothing new, but for one window
+                    room = 0 if fetching else min(room, 1)  # when none runs: its request is the probe
+                if room > 0:
                     for window in pending:  # the largest first
                         if room <= 0:
                             break
@@ -298,9 +300,14 @@ class WindowScroller:
 
 
 async def _together(*tasks: asyncio.Task[None]) -> None:
-    """Await tasks; the first failure cancels the rest and is raised as itself (no group)."""
+    """Await tasks; the first failure cancels the rest and is raised as itself (no group).
+    A task that ended cancelled (not by us) is a failure too: the others may wait for it."""
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(t.cancelled() or t.exception() is not None for t in done):
+                break
     finally:
         for task in tasks:
             task.cancel()
