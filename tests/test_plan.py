@@ -1,0 +1,124 @@
+"""Issue 19, the plan: windows that partition the range exactly, below a day too.
+
+Each run is checked against the simulator's own evaluation of every window's filter (the
+API's answer to that filter): every work of the range falls in exactly one finished window,
+and the output holds exactly the corpus's independently computed links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crawler.jobs import backfill, update
+from crawler.simulator.app import Simulator
+from crawler.simulator.corpus import generate
+from crawler.simulator.query import WorkIndex, parse
+from crawler.sources.plan import _pack, parts
+from tests.conftest import crawler_config, fast_sim_config, output_keys
+
+BIG_DAY = date(2019, 5, 14)
+ROWS, WINDOW_PAGES = 100, 3  # windows of at most 300 works
+
+
+@pytest.fixture(scope="module")
+def crowded():
+    """3,000 works of which ~60% were created (and deposited, and indexed) on one day."""
+    return generate(3000, seed=23, day_share=0.6, big_day=BIG_DAY)
+
+
+def _windows(state: Path, job: str) -> list[tuple[str, str, str, str, str, int | None]]:
+    con = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT field, start, end, scope, status, total FROM windows WHERE job = ?",
+                           (job,)).fetchall()
+    finally:
+        con.close()
+
+
+def _filter(field: str, start: str, end: str, scope: str) -> str:
+    return ",".join(p for p in (f"from-{field}:{start},until-{field}:{end}", scope) if p)
+
+
+def _assert_partition(corpus, windows, wanted: set[str]) -> Counter:
+    """Every wanted work in exactly one window, and no other work in any; returns how many
+    windows each (field, start, end) range was cut into."""
+    index = WorkIndex(corpus)
+    hits: Counter = Counter()
+    for field, start, end, scope, status, total in windows:
+        assert status == "done", (start, end, scope, status)
+        matched = [w["DOI"].lower() for w in index.matching(parse({"filter": _filter(field, start, end, scope)}).filters)]
+        assert total is None or total == len(matched), (start, end, scope, total, len(matched))
+        hits.update(matched)
+    assert set(hits) == wanted, f"{len(wanted - set(hits))} work(s) in no window, {len(set(hits) - wanted)} not wanted"
+    twice = [doi for doi, n in hits.items() if n > 1]
+    assert not twice, f"{len(twice)} work(s) in more than one window"
+    return Counter((f, s, e) for f, s, e, *_ in windows)
+
+
+def _day_parts(cuts: Counter, field: str) -> int:
+    return cuts[(field, BIG_DAY.isoformat(), BIG_DAY.isoformat())]
+
+
+async def test_a_crowded_day_is_cut_into_parts_that_partition_it(crowded, tmp_path):
+    first, last = date(2005, 1, 1), date(2024, 12, 31)
+    async with Simulator(crowded, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path, rows=ROWS, window_pages=WINDOW_PAGES,
+                                date_from=first, date_until=last)
+        outcome = await backfill(config, asyncio.Event())
+        kinds = dict(sim.stats.requests_by_kind)
+    assert outcome.code == 0, outcome.message
+    keys, repeated = output_keys(tmp_path / "events")
+    assert keys == crowded.expected and not repeated
+    on_day = sum(1 for w in crowded.works if w["created"]["date-time"][:10] == BIG_DAY.isoformat())
+    assert on_day > 3 * ROWS * WINDOW_PAGES, "the day is not crowded enough to need cutting"
+    wanted = {w["DOI"].lower() for w in crowded.works}
+    cuts = _assert_partition(crowded, _windows(tmp_path / "state.sqlite3", "backfill"), wanted)
+    assert _day_parts(cuts, "created-date") >= -(-on_day // (ROWS * WINDOW_PAGES)), cuts.most_common(3)
+    assert kinds.get("facet", 0) >= 1, kinds
+
+
+async def test_a_busy_index_day_in_an_update_is_cut_the_same_way(crowded, tmp_path):
+    today = datetime.now(timezone.utc).date()
+    async with Simulator(crowded, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path, rows=ROWS, window_pages=WINDOW_PAGES)
+        outcome = await update(config, asyncio.Event(), since=BIG_DAY)
+    assert outcome.code == 0, outcome.message
+    wanted = {w["DOI"].lower() for w in crowded.works
+              if BIG_DAY.isoformat() <= w["indexed"]["date-time"][:10] <= today.isoformat()}
+    on_day = sum(1 for w in crowded.works if w["indexed"]["date-time"][:10] == BIG_DAY.isoformat())
+    assert on_day > 3 * ROWS * WINDOW_PAGES
+    cuts = _assert_partition(crowded, _windows(tmp_path / "state.sqlite3", "update"), wanted)
+    assert _day_parts(cuts, "index-date") >= -(-on_day // (ROWS * WINDOW_PAGES)), cuts.most_common(3)
+    keys, repeated = output_keys(tmp_path / "events")
+    expected = {k for k in crowded.expected if k[0] in wanted}
+    assert keys == expected and not repeated
+
+
+@given(st.dates(date(1990, 1, 1), date(2030, 1, 1)), st.integers(0, 4000), st.integers(1, 40))
+def test_parts_cover_a_range_exactly_once(start, length, n):
+    from datetime import timedelta
+
+    end = start + timedelta(days=length)
+    ranges = parts(start, end, n)
+    assert ranges[0][0] == start and ranges[-1][1] == end
+    assert all(a <= b for a, b in ranges)
+    assert all(b + timedelta(days=1) == c for (_, b), (c, _) in zip(ranges, ranges[1:]))
+    assert len(ranges) == min(n, length + 1)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.integers(0, 5000), max_size=30), st.integers(1, 3000))
+def test_packing_keeps_every_value_once_within_capacity(values, capacity):
+    bins = _pack(values, capacity)
+    packed = [v for names, _ in bins for v in names]
+    assert sorted(packed) == sorted(v for v, n in values.items() if n > 0)
+    for names, size in bins:
+        assert size == sum(values[v] for v in names)
+        assert size <= capacity or len(names) == 1
