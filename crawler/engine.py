@@ -75,6 +75,7 @@ class ParserPool:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._replacing = asyncio.Lock()
+        self._starting: asyncio.Task[None] | None = None
         self.replaced = 0
 
     def _new(self) -> ProcessPoolExecutor:
@@ -95,11 +96,20 @@ class ParserPool:
         raise CrawlerError(f"parser processes keep dying as they start ({PARSER_DEATHS_PER_PAGE} times): "
                            "is the machine out of memory?")
 
+    def begin(self) -> None:
+        """Start the processes in the background: the plan's first requests leave meanwhile."""
+        self._starting = asyncio.create_task(self.start())
+
+    async def ready(self) -> None:
+        if self._starting is not None:
+            await asyncio.shield(self._starting)  # one caller's cancellation stops no start
+
     def pids(self) -> list[int]:
         return list(getattr(self._pool, "_processes", {}) or {})
 
     async def run(self, fn, *args):  # type: ignore[no-untyped-def]
         """fn(*args) in a parser process; done again in a new pool if a process died."""
+        await self.ready()
         for death in range(PARSER_DEATHS_PER_PAGE + 1):
             pool = self._pool
             assert pool is not None
@@ -293,8 +303,8 @@ async def started_crawl(
     if sink.recover():
         await store.set_sink_position(sink.seq, sink.offset)
     pool = ParserPool(config.parsers)
+    pool.begin()
     try:
-        await pool.start()
         # What exists now lives as long as the run: out of the collector's sight, a full
         # collection (which runs on the loop, between pages) costs a fraction as much.
         gc.freeze()
@@ -312,6 +322,8 @@ async def started_crawl(
             with contextlib.suppress(CrawlerError):
                 await store.set_meta({"outage": None})
     finally:
+        with contextlib.suppress(CrawlerError):  # raised, if it was, by the first parse
+            await pool.ready()
         await asyncio.to_thread(pool.shutdown)
 
 

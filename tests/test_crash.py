@@ -22,7 +22,7 @@ def slow_sim(request):
     from crawler.simulator.corpus import generate
 
     corpus = generate(3000, seed=5)
-    sim = SimulatorThread(corpus, fast_sim_config(latency_s=0.15, latency_per_row_s=0.001))
+    sim = SimulatorThread(corpus, fast_sim_config(latency_s=0.4, latency_per_row_s=0.001))
     sim.start()
     yield sim
     sim.stop()

@@ -228,7 +228,7 @@ async def test_error_answers_are_retried_and_the_output_is_exact(corpus, tmp_pat
     A 429 halves the crawler's pace and pauses it for two intervals, so that case has fewer
     of them and a pool with a short interval (the same rate) to stay quick.
     """
-    faults = Faults(seed=9, error_rate=0.15 if kind == "429" else 0.3, error_kinds=(kind,), fault_attempts=1)
+    faults = Faults(seed=9, error_rate=0.25 if kind == "429" else 0.3, error_kinds=(kind,), fault_attempts=1)
     pools = {**FAST_POOLS, "polite": PoolLimits(rate=10, interval_s=0.25, concurrency=4)} if kind == "429" else FAST_POOLS
     async with Simulator(corpus, SimConfig(pools=pools, faults=faults)) as sim:
         outcome = await _backfill(sim, tmp_path)

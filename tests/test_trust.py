@@ -481,7 +481,7 @@ def pace_corpus():
 async def _paced_run(corpus, tmp: Path, sim_config: SimConfig):
     async with Simulator(corpus, sim_config) as sim:
         # The product's default: headers may lower the pace below the published figures only.
-        config = _config(sim.url, tmp, trust_rate_headers=False, rows=25, window_pages=2)
+        config = _config(sim.url, tmp, trust_rate_headers=False, rows=10, window_pages=2)
         outcome = await backfill(config, asyncio.Event())
         stats = sim.stats
     assert outcome.code == 0, outcome.message

@@ -166,11 +166,12 @@ async def test_a_parser_process_that_dies_is_replaced_and_its_page_parsed_again(
     """SIGKILL the parser processes (as the OOM killer would) while pages are being parsed."""
     caplog.set_level(logging.WARNING)
     heavy = generate(2500, seed=72, refs_mean=58)
-    async with Simulator(heavy, fast_sim_config(latency_s=0.02)) as sim:
-        run = asyncio.create_task(backfill(_config(sim, tmp_path, rows=200), asyncio.Event()))
+    # Slow enough answers that the kills fall while pages are still to come and be parsed.
+    async with Simulator(heavy, fast_sim_config(latency_s=0.3)) as sim:
+        run = asyncio.create_task(backfill(_config(sim, tmp_path, rows=100), asyncio.Event()))
         killed = 0
         while not run.done() and killed < 2:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.05)
             if sim.stats.pages < 2 + 4 * killed:
                 continue
             # The parsers are the forkserver's children; the forkserver is ours.

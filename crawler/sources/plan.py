@@ -1,28 +1,36 @@
 """The plan: the range cut into windows that keep `concurrency` scrolls busy to the very end.
 
-The crawler's pace is the API's bound only while `concurrency` scrolls run at once, so the
-plan sizes windows for that, not only for length:
+The crawler's pace is the API's bound only while `concurrency` scrolls run at once, from the
+first minute to the last, so the plan sizes windows for the slots, not only for length:
 
-- Sizing: rows=0 counts. A window over its target is cut: a range of days in halves (only the
-  first half is counted, the second is the rest); a single day by a second filter that
-  partitions it exactly — the work type (one `facet=type-name:*` request gives every value and
-  its count, accepted only when they add up to the day's count), then yes/no flags
-  (`has-references:1` / `:0`, ...: two counts that must add up). Where nothing cuts a day
-  further its scroll stays long (logged), which the distinct-work set and the retries bear.
-- The target: a window of at most `window_pages` pages, and at first at most a `LANES`-th of
-  each scroll's share of the whole, so that `concurrency` scrolls start at once.
-- The tail: a window starts only when it is no larger than its fair share of what is left per
-  scroll (`limit`); a larger one is cut first. The last windows are small and end together
-  instead of leaving one lonely scroll at the end.
+- Fair shares (`allowed`): what waits and what the scrolls under way still have to deliver,
+  spread over the slots, is each slot's share. Waiting windows go, the largest first, to the
+  slot that frees first; each may hold what its slot needs to reach its share (at most
+  `window_pages` pages). A larger one is cut while the scrolls work: at the start the range
+  is cut into one window per slot, and at the end the last windows are small and end
+  together instead of leaving one lonely scroll.
+- Cutting a range of days: into parts of equal length (as many as the share asks for, at
+  most MAX_PARTS), counted with rows=0 but for the last, which is the rest; many parts are
+  sized one by one, and may start as their counts come in. A part holding most of its
+  range's works holds a bulk-deposit day: it is cut by kind next.
+- Cutting below a day (or a crowded range): by a second filter that partitions it exactly —
+  the work type (one `facet=type-name:*` request gives every value and its count, accepted
+  only when they add up to the window's count; types are packed into parts, a repeated type
+  filter being an OR), then yes/no flags (`has-references:1` / `:0`, ...: two counts that
+  must add up). Where nothing cuts a day further its scroll stays long (logged), which the
+  compact distinct-work set and the retries bear.
+- Nearly empty neighbours (what cutting towards a crowded day leaves) are merged back.
 
-Each cut is committed, so planning resumes too, and windows become crawlable as soon as they
-are sized. Counts and facets share the API's limits with the pages; `RequestStats.kinds`
-says what share of the requests they were.
+Windows are cut or merged only while they wait (`Store.split_window` refuses one a scroll has
+started). Each cut is committed, so planning resumes too. Counts and facets share the API's
+limits with the pages (one at a time once scrolls are under way, ahead of their pages);
+`RequestStats.kinds` says what share of the requests they were.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import logging
 from collections.abc import Callable
@@ -34,14 +42,13 @@ from crawler.store import Store, Window
 
 log = logging.getLogger(__name__)
 
-LANES = 2  # windows per scroll at the start
-TAIL = 2  # at the end, a window may hold at most this fraction of a scroll's fair share
 FLAGS = ("has-references", "has-abstract", "has-orcid", "has-license", "has-funder")
 TYPE_FACET = "type-name"
 SLACK = 1.15  # a window a little over its share starts anyway: parts of equal length are not equal
 MAX_PARTS = 16  # a range of days is cut into at most this many parts at once
-CROWDED = 0.75  # a part holding this share of its range's works is cut by kind next
+CROWDED = 0.5  # a part holding this share of its range's works is cut by kind next
 PARALLEL = 3  # planning requests in flight at most (the limiter gates them with the pages)
+PARALLEL_SCROLLING = 1  # ... once scrolls are under way: each takes a page's place for a moment
 
 
 def parts(start: date, end: date, n: int) -> list[tuple[date, date]]:
@@ -63,27 +70,24 @@ def _join(*scopes: str) -> str:
 class Planner:
     def __init__(self, store: Store, client: ApiClient, job: str, *, rows: int, window_pages: int,
                  scope: str = "", concurrency: Callable[[], int] = lambda: 3,
-                 running_left: Callable[[], int] = lambda: 0) -> None:
+                 running_left: Callable[[], list[int]] = list) -> None:
         self.store = store
         self.client = client
         self.job = job
         self.rows = rows
         self.max_target = rows * window_pages
-        self.target = self.max_target
         self.scope = scope  # the operator's --filter, on every request
         self.concurrency = concurrency
-        self.running_left = running_left  # works still to come of the scrolls under way
+        self.running_left = running_left  # works still to come, per scroll under way
         self.changed = asyncio.Event()  # set when windows were sized or cut
         self.idle = False  # nothing unsized, nothing being cut
         self._atomic: set[int] = set()  # windows nothing can cut further
         self._cutting: set[int] = set()
         self._crowded: set[int] = set()  # windows holding most of their parent's works
-        self._pending_total = 0
-        self._target_set = False
         # Planning requests in flight: all the API's slots while nothing scrolls, one once
         # scrolls are under way (ahead of their pages: see `ApiClient.count`).
         self.scrolling: Callable[[], int] = lambda: 0
-        self._gate = LiveSemaphore(lambda: 1 if self.scrolling() else PARALLEL)
+        self._gate = LiveSemaphore(lambda: PARALLEL_SCROLLING if self.scrolling() else PARALLEL)
         self._poked = asyncio.Event()
 
     def poke(self) -> None:
@@ -91,17 +95,36 @@ class Planner:
         self._poked.set()
 
     # -- what may start ------------------------------------------------------------------
-    def limit(self) -> int:
-        """The most works a window may hold to start now: its scroll's fair share of all that
-        is left (what waits and what the scrolls under way still have to deliver), at most
-        `window_pages` pages, at least one. Windows over it are cut while the scrolls work, so
-        the last ones are small and end together."""
-        share = -(-(self._pending_total + self.running_left()) // max(1, self.concurrency()))
-        return max(self.rows, min(self.max_target, int(share * SLACK)))
+    def allowed(self, pending: list[Window]) -> dict[int, int]:
+        """The most works each sized waiting window may hold when it starts (at most
+        `window_pages` pages, at least one), so that every scroll slot ends when the others do.
 
-    def startable(self, window: Window) -> bool:
-        return window.id not in self._cutting and (
-            window.total is None or window.total <= self.limit() or window.id in self._atomic)
+        What waits and what the scrolls under way still have to deliver, spread over the slots,
+        is each slot's fair share. Waiting windows go, the largest first, to the slot that frees
+        first (an idle one at once); each may hold what its slot still needs to reach its share.
+        A window over that is cut while the scrolls work, so the last windows are small and end
+        together instead of leaving one lonely scroll at the end.
+        """
+        lanes = max(1, self.concurrency())
+        lefts = sorted(self.running_left())[-lanes:]
+        lefts = [0] * (lanes - len(lefts)) + lefts  # an idle slot has nothing left
+        sized = sorted((w for w in pending if w.total is not None), key=lambda w: -(w.total or 0))
+        share = (sum(w.total or 0 for w in sized) + sum(lefts)) / lanes
+        heapq.heapify(lefts)
+        allowed: dict[int, int] = {}
+        for window in sized:
+            left = heapq.heappop(lefts)
+            allowed[window.id] = int(min(self.max_target, max(share - left, self.rows)))
+            heapq.heappush(lefts, left + min(window.total or 0, allowed[window.id]))
+        return allowed
+
+    def _too_big(self, window: Window, allowed: dict[int, int]) -> bool:
+        limit = allowed.get(window.id)
+        return (limit is not None and (window.total or 0) > limit * SLACK and (window.total or 0) > self.rows
+                and window.id not in self._atomic)
+
+    def startable(self, window: Window, allowed: dict[int, int]) -> bool:
+        return window.id not in self._cutting and not self._too_big(window, allowed)
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -111,22 +134,19 @@ class Planner:
             if unsized:
                 self.idle = False
                 await asyncio.gather(*(self._size(w) for w in unsized))
-                if not self._target_set:
-                    self._set_target(await self.store.windows(self.job, "pending", "running", "unsized"))
+                await self._mark_crowded([w.id for w in unsized])
                 self.changed.set()
                 continue
             pending = await self.store.windows(self.job, "pending")
             if await self._coalesce(pending):
                 continue
-            self._pending_total = sum(w.total or 0 for w in pending)
-            limit = self.limit()
-            big = [w for w in pending if (w.total or 0) > limit and w.id not in self._atomic
-                   and (w.total or 0) > self.rows]
+            allowed = self.allowed(pending)
+            big = [w for w in pending if self._too_big(w, allowed)]
             if big:
                 self.idle = False
                 self._cutting.update(w.id for w in big)
                 try:
-                    await asyncio.gather(*(self._cut(w) for w in big))
+                    await asyncio.gather(*(self._cut(w, allowed[w.id]) for w in big))
                 finally:
                     self._cutting.difference_update(w.id for w in big)
                 self.changed.set()
@@ -138,13 +158,6 @@ class Planner:
                 await asyncio.wait_for(self._poked.wait(), timeout=0.25)
             except asyncio.TimeoutError:
                 pass
-
-    def _set_target(self, windows: list[Window]) -> None:
-        """Once the whole is known: windows small enough for every scroll to start at once."""
-        whole = sum(w.total or 0 for w in windows)
-        lanes = max(1, self.concurrency()) * LANES
-        self.target = max(self.rows, min(self.max_target, -(-whole // lanes)))
-        self._target_set = True
 
     def _filter(self, window: Window, *extra: str) -> str:
         return _join(window.filter, self.scope, *extra)
@@ -181,12 +194,12 @@ class Planner:
         return merged
 
     # -- cutting -------------------------------------------------------------------------
-    async def _cut(self, window: Window) -> None:
+    async def _cut(self, window: Window, limit: int) -> None:
         """Replace a window by parts that partition it exactly (see the module's doc)."""
         start, end = date.fromisoformat(window.start), date.fromisoformat(window.end)
         total = window.total or 0
         if start == end or window.id in self._crowded:
-            by_kind = await self._cut_by_kind(window, total)
+            by_kind = await self._cut_by_kind(window, total, limit)
             if by_kind is not None:
                 await self._replace(window, [(window.start, window.end, scope, n) for scope, n in by_kind])
                 return
@@ -199,7 +212,7 @@ class Planner:
         # once but the last, which is the rest. A part holding most of the range's works is
         # crowded (a bulk-deposit day inside): it is cut by kind next, rather than day by day
         # down to that day; nearly empty parts met on the way are merged back (`_coalesce`).
-        ranges = parts(start, end, min(MAX_PARTS, max(2, math.ceil(total * SLACK / self.limit()))))
+        ranges = parts(start, end, min(MAX_PARTS, max(2, math.ceil(total / limit))))
         if len(ranges) > 3:
             # Many parts: each is sized (and may start) on its own as its count comes in, for
             # the counts queue behind the API's rate.
@@ -213,11 +226,18 @@ class Planner:
         if not await self._replace(
                 window, [(a.isoformat(), b.isoformat(), window.scope, n) for (a, b), n in zip(ranges, sized)]):
             return
-        crowded = {a.isoformat() for (a, _), n in zip(ranges, sized) if total and n and n >= CROWDED * total}
-        if crowded:
-            for part in await self.store.windows(self.job, "pending"):
-                if part.start in crowded and (part.scope, part.field) == (window.scope, window.field):
-                    self._crowded.add(part.id)
+        await self._mark_crowded(None, window)
+
+    async def _mark_crowded(self, ids: list[int] | None, parent: Window | None = None) -> None:
+        """Among parts just sized (by id, or the parts of `parent`), one holding most of their
+        works is crowded: a bulk-deposit day inside, cut by kind next rather than day by day."""
+        parts_ = [w for w in await self.store.windows(self.job, "pending")
+                  if (ids is not None and w.id in ids) or (
+                      parent is not None and (w.field, w.scope) == (parent.field, parent.scope)
+                      and parent.start <= w.start and w.end <= parent.end)]
+        whole = sum(w.total or 0 for w in parts_)
+        if len(parts_) > 1:
+            self._crowded.update(w.id for w in parts_ if w.start != w.end and (w.total or 0) >= CROWDED * whole > 0)
 
     async def _replace(self, window: Window, parts: list[tuple[str, str, str, int | None]]) -> bool:
         """The window replaced by its parts, unless a scroll started it meanwhile."""
@@ -226,7 +246,7 @@ class Planner:
         self._crowded.discard(window.id)
         return True
 
-    async def _cut_by_kind(self, window: Window, total: int) -> list[tuple[str, int]] | None:
+    async def _cut_by_kind(self, window: Window, total: int, limit: int) -> list[tuple[str, int]] | None:
         """Parts (scope, count) that partition the window exactly by a second filter, or None:
         its work types (one facet request; the types packed into parts of at most the limit,
         a type filter repeated being an OR), else a yes/no flag (two counts)."""
@@ -240,7 +260,7 @@ class Planner:
             if len(values) > 1 and counted == total and sum(values.values()) == total and \
                     not any("," in v for v in values):
                 return [(_join(window.scope, *(f"{TYPE_FACET}:{v}" for v in kinds)), n)
-                        for kinds, n in _pack(values, self.limit())]
+                        for kinds, n in _pack(values, limit)]
         for flag in FLAGS:
             if flag in used:
                 continue

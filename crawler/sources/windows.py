@@ -112,9 +112,9 @@ class WindowScroller:
         """Scrolls with requests still to send."""
         return sum(1 for s in self._scrolls.values() if s.fetching)
 
-    def running_left(self) -> int:
-        """Works still to come of the scrolls under way (for the plan's tail)."""
-        return sum(max(0, (s.total or 0) - s.received) for s in self._scrolls.values())
+    def running_left(self) -> list[int]:
+        """Works still to come of each scroll with requests to send (for the plan's tail)."""
+        return [max(0, (s.total or 0) - s.received) for s in self._scrolls.values() if s.fetching]
 
     async def run(self) -> None:
         """Keep as many windows scrolling as the limiter allows until none is left."""
@@ -132,10 +132,11 @@ class WindowScroller:
                 if crawl.client.health.down:  # an outage: start nothing new, but for one window
                     room = 0 if fetching else min(room, 1)  # when none runs: its request is the probe
                 if room > 0:
+                    allowed = planner.allowed(pending)
                     for window in pending:  # the largest first
                         if room <= 0:
                             break
-                        if window.id in active or not planner.startable(window):
+                        if window.id in active or not planner.startable(window, allowed):
                             continue
                         active[window.id] = asyncio.create_task(self.crawl_window(window))
                         room -= 1
