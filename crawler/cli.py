@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[state, output, lookups, verbose, logging_],
     )
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="XML files or directories")
+    ingest.add_argument("--batch", type=_rows, default=MAX_ROWS, metavar="N",
+                        help=f"records per commit, at most {MAX_ROWS} (default: {MAX_ROWS})")
 
     status = commands.add_parser(
         "status",
@@ -326,7 +328,7 @@ _CONFIG_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "ra_url": ("ra_url", lambda v: v), "mailto": ("mailto", lambda v: v or None),
     "plus_token": ("plus_token", lambda v: v or None), "filter": ("scope", lambda v: v or ""),
     "date_from": ("date_from", lambda v: v), "date_until": ("date_until", lambda v: v),
-    "concurrency": ("concurrency", lambda v: v), "rows": ("rows", lambda v: v),
+    "concurrency": ("concurrency", lambda v: v), "rows": ("rows", lambda v: v), "batch": ("rows", lambda v: v),
     "parsers": ("parsers", lambda v: v), "window_pages": ("window_pages", lambda v: v),
     "timeout": ("timeout_s", lambda v: v), "retry_initial": ("retry_initial_s", lambda v: v),
     "retry_max": ("retry_max_s", lambda v: v), "give_up_after": ("give_up_after_s", lambda v: v),

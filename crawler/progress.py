@@ -43,6 +43,7 @@ class Progress:
 
     started: float = field(default_factory=time.monotonic)
     pages: int = 0  # pages of the API (a batch of records from files is not one)
+    commits: int = 0  # pages and batches committed
     works: int = 0
     events: int = 0
     problems: Counter[str] = field(default_factory=Counter)
@@ -50,6 +51,7 @@ class Progress:
 
     def committed(self, pages: int, works: int, events: int) -> None:
         now = time.monotonic()
+        self.commits += 1
         self.pages += pages
         self.works += works
         self.events += events
@@ -74,7 +76,8 @@ class Progress:
     def figures(self) -> dict[str, int | float]:
         """This run's figures as fields (a JSON log line, the run's outcome)."""
         elapsed = self.elapsed
-        return {"elapsed_s": round(elapsed, 1), "pages": self.pages, "works": self.works, "events": self.events,
+        return {"elapsed_s": round(elapsed, 1), "commits": self.commits, "pages": self.pages, "works": self.works,
+                "events": self.events,
                 "pages_per_s": round(self.pages / elapsed, 3), "works_per_s": round(self.works / elapsed, 1)}
 
 
