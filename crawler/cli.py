@@ -1,7 +1,7 @@
 """Command line: parse flags (then CRAWLER_* / CROSSREF_PLUS_TOKEN), build one Config, run, exit.
 
-Exit codes: 0 done, 1 incomplete (short or failed windows), 2 bad usage or state,
-3 output not writable, 4 the API refused our request, 130 SIGINT, 143 SIGTERM.
+Each command's parser has only the flags it uses, from shared groups (parent parsers). The
+exit codes are `errors.EXIT_CODES`, listed in `crawler --help` and in the README.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-import json
+import re
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from crawler import __version__
 from crawler.config import DEFAULT_API_URL, DEFAULT_RA_URL, DEFAULT_STATE, MAX_ROWS, Config, default_parsers
-from crawler.errors import CrawlerError, UsageError
+from crawler.errors import EXIT_CODES, CrawlerError, UsageError
+from crawler.logs import print_outcome, setup_logging
 
 log = logging.getLogger("crawler")
 
@@ -90,56 +92,107 @@ def _rows(text: str) -> int:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", type=Path, default=Path(os.environ.get("CRAWLER_STATE", DEFAULT_STATE)),
-                        help=f"the state file (default: {DEFAULT_STATE}; env CRAWLER_STATE)")
-    _add_logging(parser)
+def _filter(text: str) -> str:
+    """--filter: `name:value[,name:value…]`, the API's own syntax, outside the date windows."""
+    parts = [part.strip() for part in text.split(",")]
+    for part in parts:
+        name, colon, value = part.partition(":")
+        if not (colon and value.strip() and re.fullmatch(r"[a-z][a-z0-9.-]*", name)):
+            raise argparse.ArgumentTypeError(
+                f"expected name:value[,name:value…] such as type:journal-article,member:78, got {text!r}")
+        if name in WINDOW_FILTERS:
+            raise argparse.ArgumentTypeError(
+                f"{name} is set by the crawl's own date windows (use --from/--until or --since), got {text!r}")
+    return ",".join(parts)
 
 
-def _add_logging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress")
-    parser.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("CRAWLER_LOG_FORMAT", "text"),
-                        help="log lines as text, or as one JSON object per line for log collectors "
-                        "(default: text; env CRAWLER_LOG_FORMAT)")
+# Filters the crawl's windows set themselves (created-date for a backfill, index-date for updates).
+WINDOW_FILTERS = {f"{end}-{field}-date" for end in ("from", "until") for field in ("created", "index")}
 
 
-def _add_connection(parser: argparse.ArgumentParser) -> None:
+def _group(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    """A parent parser holding one titled group of flags, shared by the commands that use them."""
+    parent = argparse.ArgumentParser(add_help=False)
+    return parent, parent.add_argument_group(title)
+
+
+def _state_flags() -> argparse.ArgumentParser:
+    parent, group = _group("state")
+    group.add_argument("--state", type=Path, default=Path(os.environ.get("CRAWLER_STATE", DEFAULT_STATE)),
+                       help=f"the state file (default: {DEFAULT_STATE}; env CRAWLER_STATE)")
+    return parent
+
+
+def _verbose_flag() -> argparse.ArgumentParser:
+    parent, group = _group("logging")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
+    return parent
+
+
+def _logging_flags() -> argparse.ArgumentParser:
+    parent, group = _group("logging")
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the result; no progress")
+    group.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("CRAWLER_LOG_FORMAT", "text"),
+                       help="log lines as text, or as one JSON object per line with the figures as fields, "
+                       "for log collectors (default: text; env CRAWLER_LOG_FORMAT)")
+    return parent
+
+
+def _output_flags() -> argparse.ArgumentParser:
+    """What writes events: the output directory, the parser processes, progress reports."""
+    parent, group = _group("output")
     env = os.environ
-    parser.add_argument("--mailto", default=env.get("CRAWLER_MAILTO"), metavar="EMAIL",
-                        help="your e-mail: puts the crawler in the faster polite pool (env CRAWLER_MAILTO)")
-    parser.add_argument("--api-url", default=env.get("CRAWLER_API_URL", DEFAULT_API_URL), metavar="URL",
-                        help=f"Crossref REST API (default: {DEFAULT_API_URL}; env CRAWLER_API_URL)")
-    parser.add_argument("--ra-url", default=env.get("CRAWLER_RA_URL", DEFAULT_RA_URL), metavar="URL",
-                        help=f"registration-agency service (default: {DEFAULT_RA_URL}; env CRAWLER_RA_URL)")
-    parser.add_argument("--plus-token", default=env.get("CROSSREF_PLUS_TOKEN"), metavar="TOKEN",
-                        help="Metadata Plus token, sent as a header, never printed or stored "
-                        "(env CROSSREF_PLUS_TOKEN, which keeps it out of your shell history)")
-    parser.add_argument("--out", type=Path, default=env.get("CRAWLER_OUT") and Path(env["CRAWLER_OUT"]),
-                        help="output directory for events-*.jsonl.gz (default: the one the state file "
-                        "records, else STATE-events beside the state file; env CRAWLER_OUT)")
-    parser.add_argument("--concurrency", type=_positive, default=None, metavar="N",
-                        help="most requests in flight; never more than the API advertises "
-                        "(default: what the API advertises, 3 in the polite pool)")
-    parser.add_argument("--rows", type=_rows, default=MAX_ROWS, metavar="N",
-                        help=f"works per page, at most {MAX_ROWS} (default: {MAX_ROWS})")
-    parser.add_argument("--parsers", type=_positive, default=default_parsers(), metavar="N",
-                        help="parser processes (default: cores - 1 = %(default)s)")
-    parser.add_argument("--window-pages", type=_positive, default=20, metavar="N",
-                        help="split the date range until each window is at most N pages (default: 20)")
-    parser.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
-                        help="a response that stalls this long is abandoned and asked again (default: 120)")
-    parser.add_argument("--give-up-after", type=_duration, default=None, metavar="DURATION",
-                        help="end the run (exit 6) when the API has not answered for this long, e.g. 6h "
-                        "(default: never; outages are waited out)")
-    parser.add_argument("--progress", type=_seconds_or_zero, default=10.0, metavar="SECONDS",
-                        help="on a terminal a live panel shows progress; elsewhere (cron, nohup, CI) a "
-                        "line is logged every SECONDS; 0 for none (default: 10)")
-    parser.add_argument("--retry-initial", type=float, default=1.0, help=argparse.SUPPRESS)
-    parser.add_argument("--retry-max", type=float, default=180.0, help=argparse.SUPPRESS)
-    parser.add_argument("--rotate-mb", type=float, default=256.0, help=argparse.SUPPRESS)
-    parser.add_argument("--max-body-mb", type=float, default=256.0, help=argparse.SUPPRESS)
-    parser.add_argument("--trust-rate-headers", action="store_true", help=argparse.SUPPRESS)
+    group.add_argument("--out", type=Path, default=env.get("CRAWLER_OUT") and Path(env["CRAWLER_OUT"]),
+                       help="output directory for events-*.jsonl.gz (default: the one the state file "
+                       "records, else STATE-events beside the state file; env CRAWLER_OUT)")
+    group.add_argument("--parsers", type=_positive, default=default_parsers(), metavar="N",
+                       help="parser processes (default: cores - 1 = %(default)s)")
+    group.add_argument("--progress", type=_seconds_or_zero, default=10.0, metavar="SECONDS",
+                       help="on a terminal a live panel shows progress; elsewhere (cron, nohup, CI) a "
+                       "line is logged every SECONDS; 0 for none (default: 10)")
+    group.add_argument("--rotate-mb", type=float, default=256.0, help=argparse.SUPPRESS)
+    return parent
+
+
+def _lookup_flags() -> argparse.ArgumentParser:
+    """Every command that writes events looks up registration agencies, and waits out outages."""
+    parent, group = _group("agency look-ups and outages")
+    group.add_argument("--ra-url", default=os.environ.get("CRAWLER_RA_URL", DEFAULT_RA_URL), metavar="URL",
+                       help=f"registration-agency service (default: {DEFAULT_RA_URL}; env CRAWLER_RA_URL)")
+    group.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
+                       help="a response that stalls this long is abandoned and asked again (default: 120)")
+    group.add_argument("--give-up-after", type=_duration, default=None, metavar="DURATION",
+                       help="end the run (exit 6) when a service has not answered for this long, e.g. 6h "
+                       "(default: never; outages are waited out)")
+    group.add_argument("--retry-initial", type=float, default=1.0, help=argparse.SUPPRESS)
+    group.add_argument("--retry-max", type=float, default=180.0, help=argparse.SUPPRESS)
+    return parent
+
+
+def _api_flags() -> argparse.ArgumentParser:
+    """The commands that crawl the REST API: who we are, how hard we ask, what we ask for."""
+    parent, group = _group("the REST API")
+    env = os.environ
+    group.add_argument("--mailto", default=env.get("CRAWLER_MAILTO"), metavar="EMAIL",
+                       help="your e-mail: puts the crawler in the faster polite pool (env CRAWLER_MAILTO)")
+    group.add_argument("--api-url", default=env.get("CRAWLER_API_URL", DEFAULT_API_URL), metavar="URL",
+                       help=f"Crossref REST API (default: {DEFAULT_API_URL}; env CRAWLER_API_URL)")
+    group.add_argument("--plus-token", default=env.get("CROSSREF_PLUS_TOKEN"), metavar="TOKEN",
+                       help="Metadata Plus token, sent as a header, never printed or stored "
+                       "(env CROSSREF_PLUS_TOKEN, which keeps it out of your shell history)")
+    group.add_argument("--filter", default=None, type=_filter, metavar="NAME:VALUE[,…]",
+                       help="crawl only the works matching these API filters, e.g. type:journal-article, "
+                       "member:78, prefix:10.1101; recorded in the state file like the range")
+    group.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+                       help="most requests in flight; never more than the API advertises "
+                       "(default: what the API advertises, 3 in the polite pool)")
+    group.add_argument("--rows", type=_rows, default=MAX_ROWS, metavar="N",
+                       help=f"works per page, at most {MAX_ROWS} (default: {MAX_ROWS})")
+    group.add_argument("--window-pages", type=_positive, default=20, metavar="N",
+                       help="split the date range until each window is at most N pages (default: 20)")
+    group.add_argument("--max-body-mb", type=float, default=256.0, help=argparse.SUPPRESS)
+    group.add_argument("--trust-rate-headers", action="store_true", help=argparse.SUPPRESS)
+    return parent
 
 
 class _Parser(argparse.ArgumentParser):
@@ -149,16 +202,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _CommandParser(_Parser):
+    """A command's parser: a flag it does not know is its error (`crawler backfill: error: …`,
+    pointing at `crawler backfill --help`), not the top-level parser's."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def exit_codes_text() -> str:
+    """The exit codes, for `crawler --help` (the README has the same table)."""
+    return "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="crawler",
         description="Backfill the Crossref corpus into Crossref Event Data events "
         "(references and relations between DOIs), resumably and within the API's limits.",
-        epilog=EXAMPLES,
+        epilog=f"{EXAMPLES}\n{exit_codes_text()}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"crawler {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
+    state, verbose, logging_, output, lookups, api = (
+        _state_flags(), _verbose_flag(), _logging_flags(), _output_flags(), _lookup_flags(), _api_flags())
+    crawling = [state, output, api, lookups, verbose, logging_]
 
     backfill = commands.add_parser(
         "backfill",
@@ -166,15 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Walk every work whose created date lies in --from..--until and write one "
         "event per link, exactly once. Run the same command again to resume after a crash or "
         "Ctrl-C; a finished backfill says so and exits 0.",
-        epilog="example:\n  crawler backfill --mailto you@example.org --from 2024-01-01 --until 2024-12-31",
+        epilog="example:\n  crawler backfill --mailto you@example.org --from 2024-01-01 --until 2024-12-31\n"
+        "  crawler backfill --mailto you@example.org --filter prefix:10.1101 --state biorxiv.sqlite3",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=crawling,
     )
-    _add_common(backfill)
-    _add_connection(backfill)
     backfill.add_argument("--from", dest="date_from", type=_date, metavar="YYYY-MM-DD",
                           help="first created date (default: the earliest registered work)")
     backfill.add_argument("--until", dest="date_until", type=_date, metavar="YYYY-MM-DD",
-                          help="last created date, inclusive (default: today)")
+                          help="last created date, inclusive (default: today; a later date is cut "
+                          "back to today, with a warning)")
 
     update = commands.add_parser(
         "update",
@@ -187,9 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  crawler update --since 2026-01-01        # override the mark\n"
         "cron, daily at 04:10:\n  10 4 * * * cd /srv/crawler && .venv/bin/crawler update --mailto you@example.org --quiet",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=crawling,
     )
-    _add_common(update)
-    _add_connection(update)
     update.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="start from this index date instead of the mark")
     update.add_argument("--follow", action="store_true", help="keep running: update, wait --interval, repeat until stopped")
     update.add_argument("--interval", type=_duration, default=3 * 3600.0, metavar="DURATION",
@@ -203,21 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
         "links as events into the same state file and output, each link once.",
         epilog="example:\n  crawler ingest-xml dumps/2026-11/ --ra-url https://doi.org/ra",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[state, output, lookups, verbose, logging_],
     )
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="XML files or directories")
-    _add_common(ingest)
-    _add_connection(ingest)
+    ingest.add_argument("--batch", type=_rows, default=MAX_ROWS, metavar="N",
+                        help=f"records per commit, at most {MAX_ROWS} (default: {MAX_ROWS})")
 
     status = commands.add_parser(
         "status",
         help="where a backfill stands",
         description="Print where a backfill stands: windows by status, works, events, retries, errors. "
         "Safe to run while a crawler is working on the same state file.",
-        epilog="example:\n  crawler status --state state/crawler.sqlite3",
+        epilog="examples:\n  crawler status --state state/crawler.sqlite3\n  crawler status --windows --json | jq '.[0]'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[state, verbose],
     )
-    _add_common(status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    status.add_argument("--windows", action="store_true",
+                        help="every window instead: range, filter, status, works, attempts, last error "
+                        "(short and failed ones first)")
 
     stats = commands.add_parser(
         "stats",
@@ -226,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
         "agency and by subject DOI prefix, from the state file (fast: the output is not reread).",
         epilog="examples:\n  crawler stats\n  crawler stats --json --top 50 | jq .by_agency",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[state, verbose],
     )
-    _add_common(stats)
     stats.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     stats.add_argument("--top", type=_positive, default=10, metavar="N", help="subject prefixes to list (default: 10)")
 
@@ -238,89 +314,54 @@ def build_parser() -> argparse.ArgumentParser:
         "generated corpus, backfill it for real, and print a summary.",
         epilog="examples:\n  crawler demo\n  crawler demo --works 200000 --dir /tmp/demo   # a longer run to watch",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[verbose, logging_],
     )
     demo.add_argument("--works", type=_positive, default=30000, help="works in the corpus (default: 30000)")
     demo.add_argument("--seed", type=int, default=7, help="corpus seed (default: 7)")
     demo.add_argument("--dir", type=Path, default=Path("state/demo"), help="state and output (default: state/demo)")
-    _add_logging(demo)
     return parser
 
 
+# flag -> Config field, with its conversion; a command's parser has only the flags it uses.
+_CONFIG_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "state": ("state", lambda v: v), "out": ("out", lambda v: v), "api_url": ("api_url", lambda v: v),
+    "ra_url": ("ra_url", lambda v: v), "mailto": ("mailto", lambda v: v or None),
+    "plus_token": ("plus_token", lambda v: v or None), "filter": ("scope", lambda v: v or ""),
+    "date_from": ("date_from", lambda v: v), "date_until": ("date_until", lambda v: v),
+    "concurrency": ("concurrency", lambda v: v), "rows": ("rows", lambda v: v), "batch": ("rows", lambda v: v),
+    "parsers": ("parsers", lambda v: v), "window_pages": ("window_pages", lambda v: v),
+    "timeout": ("timeout_s", lambda v: v), "retry_initial": ("retry_initial_s", lambda v: v),
+    "retry_max": ("retry_max_s", lambda v: v), "give_up_after": ("give_up_after_s", lambda v: v),
+    "rotate_mb": ("rotate_bytes", lambda v: max(1, int(v * 1024 * 1024))),
+    "max_body_mb": ("max_body_bytes", lambda v: max(1, int(v * 1024 * 1024))),
+    "trust_rate_headers": ("trust_rate_headers", lambda v: v),
+}
+MAILTO = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 def config_from(args: argparse.Namespace) -> Config:
-    date_from, date_until = getattr(args, "date_from", None), getattr(args, "date_until", None)
+    given = vars(args)
+    settings = {name: convert(given[flag]) for flag, (name, convert) in _CONFIG_FIELDS.items() if flag in given}
+    date_from, date_until = settings.get("date_from"), settings.get("date_until")
+    today = datetime.now(timezone.utc).date()
+    if date_from and date_from > today:
+        raise UsageError(f"--from {date_from} is in the future (today is {today})")
+    if date_until and date_until > today:
+        log.warning("--until %s is in the future: crawling up to today, %s", date_until, today)
+        settings["date_until"] = date_until = today
     if date_from and date_until and date_from > date_until:
         raise UsageError(f"--from {date_from} is after --until {date_until}")
-    return Config(
-        state=args.state,
-        out=args.out,
-        api_url=args.api_url,
-        ra_url=args.ra_url,
-        mailto=args.mailto or None,
-        plus_token=args.plus_token or None,
-        date_from=date_from,
-        date_until=date_until,
-        concurrency=args.concurrency,
-        rows=args.rows,
-        parsers=args.parsers,
-        window_pages=args.window_pages,
-        timeout_s=args.timeout,
-        progress_s=0 if args.quiet else args.progress,
-        live=live_progress(args),
-        retry_initial_s=args.retry_initial,
-        retry_max_s=args.retry_max,
-        give_up_after_s=args.give_up_after,
-        rotate_bytes=max(1, int(args.rotate_mb * 1024 * 1024)),
-        max_body_bytes=max(1, int(args.max_body_mb * 1024 * 1024)),
-        trust_rate_headers=args.trust_rate_headers,
-    )
+    if "progress" in given:
+        settings["progress_s"] = 0 if args.quiet else args.progress
+    return Config(**settings, live=live_progress(args))
 
 
 def live_progress(args: argparse.Namespace) -> bool:
     """A live panel only for a person at a terminal; logs and scripts get plain lines."""
     return (
-        not args.quiet and args.log_format == "text" and getattr(args, "progress", 10) > 0
-        and sys.stdout.isatty() and sys.stderr.isatty()
+        not getattr(args, "quiet", False) and getattr(args, "log_format", "text") == "text"
+        and getattr(args, "progress", 10) > 0 and sys.stdout.isatty() and sys.stderr.isatty()
     )
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, ISO-8601), level, logger, message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def setup_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    handler: logging.Handler
-    if args.log_format == "json":
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-    elif live_progress(args):
-        from rich.logging import RichHandler
-
-        from crawler.progress import console
-
-        handler = RichHandler(console=console, show_path=False, show_level=False, log_time_format="%H:%M:%S")
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    logging.getLogger("crawler").setLevel(level)
-    # aiosqlite logs every statement at debug level, from its own thread: noise even with
-    # --verbose, and those lines could land after the run's last word (its error message).
-    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
-    if not args.verbose:
-        logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
 def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tuple[object, int | None]:
@@ -360,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args)
+    setup_logging(args.verbose, getattr(args, "quiet", False), getattr(args, "log_format", "text"),
+                  live_progress(args))
     try:
         if args.command == "backfill":
             return _backfill(args)
@@ -373,12 +415,12 @@ def main(argv: list[str] | None = None) -> int:
             if missing:
                 raise UsageError(f"no such file or directory: {', '.join(missing)}")
             config = config_from(args)
-            return _finish(*run_with_signals(lambda stop: ingest_xml(config, stop, args.paths)))
+            return _finish(*run_with_signals(lambda stop: ingest_xml(config, stop, args.paths)), args.log_format)
         if args.command == "status":
             from crawler.status import print_status
 
             _require_state(args.state)
-            return asyncio.run(print_status(args.state, args.json))
+            return asyncio.run(print_status(args.state, args.json, args.windows))
         if args.command == "stats":
             from crawler.status import print_stats
 
@@ -387,12 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from crawler.demo import run_demo
 
-            return run_demo(args.works, args.seed, args.dir, live=live_progress(args))
+            return run_demo(args.works, args.seed, args.dir, live=live_progress(args), quiet=args.quiet)
     except CrawlerError as exc:
         if args.verbose:
             log.exception("fatal error")
         advice = f" ({exc.advice})" if exc.advice else ""
-        print(f"crawler: error: {exc}{advice}", file=sys.stderr)
+        print_outcome(exc.exit_code, f"error: {exc}{advice}", {}, getattr(args, "log_format", "text"))
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -423,6 +465,9 @@ def _connected_config(args: argparse.Namespace) -> Config:
             "no --mailto (or CRAWLER_MAILTO): using the public pool, which allows a third of the "
             "polite pool's requests. Give your e-mail to go faster."
         )
+    elif not MAILTO.fullmatch(config.mailto):
+        log.warning("--mailto %r does not look like an e-mail address: Crossref may not count the "
+                    "crawler in the polite pool, and cannot reach you about it", config.mailto)
     return config
 
 
@@ -430,7 +475,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from crawler.jobs import backfill
 
     config = _connected_config(args)
-    return _finish(*run_with_signals(lambda stop: backfill(config, stop)))
+    return _finish(*run_with_signals(lambda stop: backfill(config, stop)), args.log_format)
 
 
 def _update(args: argparse.Namespace) -> int:
@@ -439,7 +484,7 @@ def _update(args: argparse.Namespace) -> int:
 
     config = _connected_config(args)
     if not args.follow:
-        return _finish(*run_with_signals(lambda stop: update(config, stop, args.since)))
+        return _finish(*run_with_signals(lambda stop: update(config, stop, args.since)), args.log_format)
 
     async def follow(stop: asyncio.Event) -> object:
         since = args.since
@@ -455,7 +500,7 @@ def _update(args: argparse.Namespace) -> int:
             if failed:
                 log.warning("%s; everything so far is saved, trying again in %.0f s", failed.message, args.interval)
             else:
-                print(f"crawler: {outcome.message}", flush=True)
+                print_outcome(0, outcome.message, outcome.figures, args.log_format)
             log.info("next update in %.0f s (Ctrl-C to stop)", args.interval)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=args.interval)
@@ -463,14 +508,16 @@ def _update(args: argparse.Namespace) -> int:
             except asyncio.TimeoutError:
                 pass
 
-    return _finish(*run_with_signals(follow))
+    return _finish(*run_with_signals(follow), args.log_format)
 
 
-def _finish(outcome: object, signalled: int | None) -> int:
+def _finish(outcome: object, signalled: int | None, log_format: str = "text") -> int:
+    """The run's last word (see `logs.print_outcome`) and its exit code."""
+    figures = getattr(outcome, "figures", {})
     if signalled is not None:
         message = outcome.message if outcome is not None else "stopped"  # type: ignore[attr-defined]
-        print(f"crawler: {message}", file=sys.stderr)
+        print_outcome(signalled, message, figures, log_format)
         return signalled
     assert outcome is not None
-    print(f"crawler: {outcome.message}", file=sys.stderr if outcome.code else sys.stdout)  # type: ignore[attr-defined]
+    print_outcome(outcome.code, outcome.message, figures, log_format)  # type: ignore[attr-defined]
     return outcome.code  # type: ignore[attr-defined]

@@ -1,10 +1,16 @@
-"""`crawler demo`: the bundled simulator on a free loopback port, a real backfill, a summary."""
+"""`crawler demo`: the bundled simulator on a free loopback port, a real backfill, a summary.
+
+It ends with the commands to look further, as they can be typed where the demo ran: after
+`make demo` the `crawler` script is in `.venv/bin`, not on the PATH.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -80,12 +86,31 @@ def prepare_dir(directory: Path) -> None:
     (directory / DEMO_MARK).write_text("made by `crawler demo`: a later demo empties it of its own files\n")
 
 
-def run_demo(works: int, seed: int, directory: Path, live: bool = False) -> int:
+def crawler_command() -> str:
+    """How to run this crawler from the current folder: `crawler` when the PATH finds this
+    one, else the script beside this Python (`.venv/bin/crawler`), else `python -m crawler`."""
+    here = Path(sys.executable).parent / "crawler"
+    found = shutil.which("crawler")
+    if found and (not here.exists() or Path(found).resolve() == here.resolve()):
+        return "crawler"
+    if here.exists():
+        relative = os.path.relpath(here)
+        return relative if not relative.startswith("..") else str(here)
+    return f"{sys.executable} -m crawler"
+
+
+def run_demo(works: int, seed: int, directory: Path, live: bool = False, quiet: bool = False) -> int:
+    """The demo's own lines are for a person watching; `quiet` keeps only its result line
+    (errors still go to stderr)."""
     from crawler.cli import run_with_signals
     from crawler.jobs import backfill
 
+    def say(line: str) -> None:
+        if not quiet:
+            print(f"demo: {line}", flush=True)
+
     prepare_dir(directory)
-    print(f"demo: generating {works:,} works (seed {seed}) and starting the simulator ...", flush=True)
+    say(f"generating {works:,} works (seed {seed}) and starting the simulator ...")
     proc, url = start_simulator(works, seed)
     try:
         config = Config(
@@ -95,10 +120,10 @@ def run_demo(works: int, seed: int, directory: Path, live: bool = False) -> int:
             ra_url=f"{url}/ra",
             mailto="demo@example.org",
             window_pages=4,  # a small corpus still gets enough windows to fill the pool
-            progress_s=2.0,
+            progress_s=0 if quiet else 2.0,
             live=live,
         )
-        print(f"demo: simulator at {url} (polite pool: 3 requests/s, 3 concurrent); backfilling ...", flush=True)
+        say(f"simulator at {url} (polite pool: 3 requests/s, 3 concurrent); backfilling ...")
         started = time.monotonic()
         outcome, signalled = run_with_signals(lambda stop: backfill(config, stop))
         elapsed = time.monotonic() - started
@@ -109,15 +134,17 @@ def run_demo(works: int, seed: int, directory: Path, live: bool = False) -> int:
     if signalled is not None:
         return signalled
     assert outcome is not None
-    print(f"demo: {outcome.message}")  # type: ignore[attr-defined]
+    print(f"demo: {outcome.message}", file=sys.stderr if outcome.code else sys.stdout)  # type: ignore[attr-defined]
     total, by_relation, by_agent = summarize(directory / "events")
-    print(f"demo: {total:,} events in {elapsed:.1f} s; the simulator answered {served['requests']:,} "
-          f"requests and counted {sum(served['over_limit'].values())} over its limits"
-          + (f" ({served['over_limit_why']})" if served["over_limit_why"] else ""))
-    print("demo: by relation type: " + ", ".join(f"{k} {v:,}" for k, v in by_relation.most_common()))
-    print("demo: by object agency: " + ", ".join(f"{k} {v:,}" for k, v in by_agent.most_common()))
-    print(f"demo: output in {directory / 'events'}; state in {directory / 'crawler.sqlite3'} "
-          f"(try: crawler status --state {directory / 'crawler.sqlite3'})")
+    say(f"{total:,} events in {elapsed:.1f} s; the simulator answered {served['requests']:,} "
+        f"requests and counted {sum(served['over_limit'].values())} over its limits"
+        + (f" ({served['over_limit_why']})" if served["over_limit_why"] else ""))
+    say("by relation type: " + ", ".join(f"{k} {v:,}" for k, v in by_relation.most_common()))
+    say("by object agency: " + ", ".join(f"{k} {v:,}" for k, v in by_agent.most_common()))
+    state, command = directory / _STATE, crawler_command()
+    say(f"output in {directory / 'events'}; state in {state}. Look further with:")
+    for follow_up in (f"status --state {state}", f"status --windows --state {state}", f"stats --state {state}"):
+        say(f"  {command} {follow_up}")
     return outcome.code  # type: ignore[attr-defined]
 
 

@@ -44,7 +44,7 @@ from crawler.output import Output
 from crawler.progress import Progress
 from crawler.select import problem_subjects, select_new
 from crawler.sink import Sink, crash_point
-from crawler.store import Store, UnitProgress, WindowProgress
+from crawler.store import RUN, RUN_COUNTERS, Store, UnitProgress, WindowProgress
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class Crawl:
         self.bodies = LiveSemaphore(lambda: client.limiter.concurrency + config.parsers + 1)
         self._commits: set[asyncio.Task[None]] = set()
         self._reported = (0, 0)  # retries and 429s already added to the state's counters
+        self._timed = time.monotonic()  # the run's time up to here is in the state (`run:ms`)
         self.stopping = stop  # set by SIGINT/SIGTERM: start nothing new, keep what is committed
 
     async def parse(self, fn, *args):  # type: ignore[no-untyped-def]
@@ -189,7 +190,9 @@ class Crawl:
             if chosen.groups:
                 data = await self.parse(render, chosen.groups, utc_now())
                 offset = await asyncio.to_thread(self.sink.append, data)
-            counters = Counter({"works": len(works), "events": chosen.events, "pages": 1, **self._request_counts()})
+            # A page of the API; a batch of records from files (a unit's) is not one.
+            counters = Counter(self._with_run({"works": len(works), "events": chosen.events,
+                                               "pages": int(unit is None), **self._request_counts()}))
             counters.update(chosen.counts)
             try:
                 await self.store.commit_page(
@@ -202,11 +205,17 @@ class Crawl:
                 if self.sink.offset != before:
                     await asyncio.to_thread(self.sink.rollback, before)
                 raise
-            self.progress.pages += 1
-            self.progress.works += len(works)
-            self.progress.events += chosen.events
+            self.progress.committed(counters["pages"], len(works), chosen.events)
             if self.sink.wants_rotation():
                 await self._finish_file()
+
+    def _with_run(self, counts: dict[str, int]) -> dict[str, int]:
+        """The counts, and the same as this run's (`run:…`) with the time since the last ones:
+        `crawler status` shows the run's speeds from them, even after a SIGKILL."""
+        now = time.monotonic()
+        ms = int((now - self._timed) * 1000)
+        self._timed += ms / 1000
+        return {**counts, **{RUN + k: v for k, v in counts.items() if k in RUN_COUNTERS}, RUN + "ms": ms}
 
     def _request_counts(self) -> dict[str, int]:
         """Retries and 429s since the last commit, for the state's counters."""
@@ -238,7 +247,7 @@ class Crawl:
         path = self.sink.path()
         try:
             async with self._commit_lock:
-                await self.store.add_counters(self._request_counts())
+                await self.store.add_counters(self._with_run(self._request_counts()))
                 if self.client.stats.last_error:
                     await self.store.set_meta({"last_error": json.dumps(
                         {"at": utc_now(), "error": self.client.stats.last_error})})
@@ -308,6 +317,7 @@ async def started_crawl(
         # What exists now lives as long as the run: out of the collector's sight, a full
         # collection (which runs on the loop, between pages) costs a fraction as much.
         gc.freeze()
+        await store.begin_run(utc_now())
         crawl = Crawl(config, store, sink, client, pool, stop)
         watcher = asyncio.create_task(_watch_outages(store, client))
         try:

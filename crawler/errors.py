@@ -19,7 +19,7 @@ EXIT_CODES = {
     3: "the output or the state file cannot be written (disk full, permissions)",
     4: "the API rejected a request as invalid (its own message is shown)",
     5: "the API refused the credentials (Plus token)",
-    6: "the API was unreachable for longer than --give-up-after",
+    6: "the API (or the registration-agency service) could not be reached for longer than --give-up-after",
     130: "stopped by SIGINT (Ctrl-C); rerun to resume",
     143: "stopped by SIGTERM; rerun to resume",
 }

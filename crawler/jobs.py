@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from crawler.engine import Crawl, opened, output_dir, started_crawl
 from crawler.errors import CrawlerError, StateError
 from crawler.events import utc_now
 from crawler.output import Output, claim
+from crawler.figures import counted
 from crawler.progress import report_progress
 from crawler.sources.deferred import fetch_again
 from crawler.sources.plan import Planner
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     code: int
     message: str
+    figures: dict[str, int | float] = field(default_factory=dict)  # for --log-format json
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,16 @@ class JobResult:
     events: int  # this run
     summary: dict[str, int]  # the job's windows by status, works and events (state totals)
     all_events: int  # in the state file, every job
+    run: dict[str, int | float]  # this run's figures (`Progress.figures`)
 
     def figures(self) -> str:
         return (
-            f"{self.works:,} works and {self.events:,} new events this run; "
-            f"{self.all_events:,} events in the state in all"
+            f"{counted(self.works, 'work')} and {counted(self.events, 'new event')} this run; "
+            f"{counted(self.all_events, 'event')} in the state in all"
         )
+
+    def outcome(self, code: int, message: str) -> Outcome:
+        return Outcome(code, message, {**self.run, "events_in_state": self.all_events})
 
 
 def _today() -> date:
@@ -114,14 +120,14 @@ async def _result(store: Store, crawl: Crawl, job: str, stop: asyncio.Event) -> 
     incomplete = any(summary.get(s) for s in ("unsized", "pending", "running", "short", "failed"))
     events = (await store.counters()).get("events", 0)
     return JobResult(not incomplete and not stop.is_set(), stop.is_set(), crawl.progress.works,
-                     crawl.progress.events, summary, events)
+                     crawl.progress.events, summary, events, crawl.progress.figures())
 
 
 def _unfinished(result: JobResult, what: str) -> Outcome:
     if result.stopped:
-        return Outcome(130, f"stopped cleanly ({result.figures()}); run the same command again to resume")
+        return result.outcome(130, f"stopped cleanly ({result.figures()}); run the same command again to resume")
     bad = result.summary.get("short", 0) + result.summary.get("failed", 0)
-    return Outcome(
+    return result.outcome(
         1,
         f"{what} incomplete: {bad} window(s) short or failed ({result.figures()}). "
         "See `crawler status --windows`; run the same command again to retry them.",
@@ -171,7 +177,7 @@ async def backfill(config: Config, stop: asyncio.Event) -> Outcome:
         if not result.complete:
             return _unfinished(result, "backfill")
         await store.set_meta({"backfill_finished_at": utc_now()})
-        return Outcome(0, f"backfill of {start}..{until} complete: {result.figures()}; output in {output.path}")
+        return result.outcome(0, f"backfill of {start}..{until} complete: {result.figures()}; output in {output.path}")
 
 
 async def update(config: Config, stop: asyncio.Event, since: date | None = None) -> Outcome:
@@ -187,6 +193,8 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
         _check_setting(store, meta, "backfill_filter", config.scope, "crawl scoped to")
         output = await prepare_output(config, store, meta)
         scope = meta.get("backfill_filter", config.scope)
+        if "backfill_filter" not in meta:  # an update without a backfill: its scope is the state's
+            await store.set_meta({"backfill_filter": scope})
         unfinished = [w for w in await store.windows("update", "unsized", "pending", "running")]
         if unfinished and since is None:
             start, until = date.fromisoformat(meta["update_from"]), date.fromisoformat(meta["update_until"])
@@ -223,9 +231,9 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
             }
         )
         if short:
-            return Outcome(1, f"update of {start}..{until} done but for {short} short window(s), tried again by "
+            return result.outcome(1, f"update of {start}..{until} done but for {short} short window(s), tried again by "
                               f"the next update ({result.figures()}); high-water mark now {until}")
-        return Outcome(0, f"update of {start}..{until} complete: {result.figures()}; high-water mark now {until}")
+        return result.outcome(0, f"update of {start}..{until} complete: {result.figures()}; high-water mark now {until}")
 
 
 async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> Outcome:
@@ -237,8 +245,10 @@ async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> 
         output = await prepare_output(config, store, meta)
         async with started_crawl(config, store, client, output, stop) as crawl:
             files, records, bad = await ingest(crawl, paths)
-        figures = (f"{files} file(s), {records:,} records, {crawl.progress.events:,} new events"
-                   + (f", {bad} problem(s) reported above" if bad else ""))
+        figures = (f"{counted(files, 'file')}, {counted(records, 'record')}, "
+                   f"{counted(crawl.progress.events, 'new event')}"
+                   + (f", {counted(bad, 'problem')} reported above" if bad else ""))
+        run = {**crawl.progress.figures(), "files": files, "records": records, "problems": bad}
         if stop.is_set():
-            return Outcome(130, f"stopped cleanly after {figures}; run the same command again to finish")
-        return Outcome(1 if bad else 0, f"ingested {figures}; output in {output.path}")
+            return Outcome(130, f"stopped cleanly after {figures}; run the same command again to finish", run)
+        return Outcome(1 if bad else 0, f"ingested {figures}; output in {output.path}", run)

@@ -1,9 +1,10 @@
 """What the operator watches during a days-long run.
 
 On a terminal: a live panel (rich) redrawn every second. Elsewhere (cron, CI, nohup): one plain
-log line per `--progress` interval. Both show the same `Snapshot`: windows, works and events
-from the state file (totals across runs), speeds of this run (recent and average), an ETA from
-the planned totals, the pool and limits in force, retries and 429s.
+log line per `--progress` interval, its figures also as JSON fields under --log-format json.
+Both show the same `Snapshot`: windows, works and events from the state file (totals across
+runs), speeds of this run (recent and average), an ETA from the planned totals, the pool and
+limits in force, retries and 429s; the panel adds the run's elapsed time and its paths.
 """
 
 from __future__ import annotations
@@ -19,36 +20,75 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from crawler.figures import duration
+from crawler.logs import FIGURES
+
 if TYPE_CHECKING:
     from crawler.engine import Crawl
 
 log = logging.getLogger(__name__)
 
 RECENT_S = 60.0  # "recent" speeds are over this span
+ETA_FLOOR_S = 1.0  # while works remain, the ETA is never below this
 
 
 @dataclass
 class Progress:
-    """Figures of this run (the state holds the totals across runs)."""
+    """Figures of this run (the state holds the totals across runs).
+
+    Each commit is remembered for RECENT_S seconds: the recent speed is what those commits
+    brought over that span (or over the run, when it is younger), so it reads above zero
+    whenever something was committed lately, however the reports and commits interleave.
+    """
 
     started: float = field(default_factory=time.monotonic)
-    pages: int = 0
+    pages: int = 0  # pages of the API (a batch of records from files is not one)
+    commits: int = 0  # pages and batches committed
     works: int = 0
     events: int = 0
     problems: Counter[str] = field(default_factory=Counter)
-    _samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=600))
+    _commits: deque[tuple[float, int, int]] = field(default_factory=deque)  # (when, pages, works)
 
-    def sample(self) -> tuple[float, float]:
-        """Record the counts now; pages/s and works/s over the last RECENT_S seconds."""
+    def committed(self, pages: int, works: int, events: int) -> None:
         now = time.monotonic()
-        self._samples.append((now, self.pages, self.works))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= RECENT_S:
-            self._samples.popleft()
-        then, pages, works = self._samples[0]
-        span = now - then
-        if span <= 0:
-            return 0.0, 0.0
-        return (self.pages - pages) / span, (self.works - works) / span
+        self.commits += 1
+        self.pages += pages
+        self.works += works
+        self.events += events
+        self._commits.append((now, pages, works))
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        while self._commits and now - self._commits[0][0] > RECENT_S:
+            self._commits.popleft()
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+    def recent(self) -> tuple[float, float]:
+        """Pages/s and works/s over the last RECENT_S seconds (the run, if it is younger)."""
+        now = time.monotonic()
+        self._forget(now)
+        span = max(min(RECENT_S, now - self.started), 1e-9)
+        return sum(c[1] for c in self._commits) / span, sum(c[2] for c in self._commits) / span
+
+    def figures(self) -> dict[str, int | float]:
+        """This run's figures as fields (a JSON log line, the run's outcome)."""
+        elapsed = self.elapsed
+        return {"elapsed_s": round(elapsed, 1), "commits": self.commits, "pages": self.pages, "works": self.works,
+                "events": self.events,
+                "pages_per_s": round(self.pages / elapsed, 3), "works_per_s": round(self.works / elapsed, 1)}
+
+
+def eta(remaining: int, unfinished: bool, works_s: float) -> float | None:
+    """Seconds left: 0 when all is done; None (unknown) without a speed or while the plan
+    cannot say what remains; else remaining works at `works_s`, never below ETA_FLOOR_S."""
+    if not unfinished:
+        return 0.0
+    if remaining <= 0 or works_s <= 0:
+        return None
+    return max(ETA_FLOOR_S, remaining / works_s)
 
 
 @dataclass(frozen=True)
@@ -67,41 +107,46 @@ class Snapshot:
     retries: int
     throttled: int
     waiting: str | None = None  # an outage: "waiting for the API since 14:02 (…); next try in 40 s"
+    elapsed_s: float = 0.0  # this run
+    state: str = ""
+    out: str = ""
 
     @property
     def windows_total(self) -> int:
         return sum(self.windows.values())
+
+    def fields(self) -> dict[str, object]:
+        """The figures of a progress line, as JSON fields."""
+        w = self.windows
+        return {
+            "job": self.job, "windows_done": w["done"], "windows_total": self.windows_total,
+            "windows_running": w["running"], "windows_short": w["short"], "windows_failed": w["failed"],
+            "works": self.works, "planned": self.planned, "events": self.events,
+            "pages_per_s": round(self.recent_pages_s, 3), "works_per_s": round(self.recent_works_s, 1),
+            "avg_pages_per_s": round(self.pages_s, 3), "avg_works_per_s": round(self.works_s, 1),
+            "eta_s": None if self.eta_s is None else round(self.eta_s), "elapsed_s": round(self.elapsed_s, 1),
+            "retries": self.retries, "throttled": self.throttled, "limits": self.limits, "waiting": self.waiting,
+        }
 
 
 async def snapshot(crawl: Crawl, job: str) -> Snapshot:
     summary = (await crawl.store.window_summary()).get(job, {})
     windows = {s: summary.get(s, 0) for s in ("unsized", "pending", "running", "done", "short", "failed")}
     p = crawl.progress
-    recent_pages, recent_works = p.sample()
-    elapsed = max(time.monotonic() - p.started, 1e-9)
+    recent_pages, recent_works = p.recent()
+    elapsed = p.elapsed
     remaining = max(summary.get("planned", 0) - summary.get("works", 0), 0)
-    speed = recent_works or p.works / elapsed
-    eta = remaining / speed if speed > 0 and not windows["unsized"] else None
+    unfinished = any(windows[s] for s in ("unsized", "pending", "running"))
+    left = eta(remaining if not windows["unsized"] else 0, unfinished, recent_works or p.works / elapsed)
     stats = crawl.client.stats
     return Snapshot(
         job=job, windows=windows, works=summary.get("works", 0), planned=summary.get("planned", 0),
         events=summary.get("events", 0), pages_s=p.pages / elapsed, works_s=p.works / elapsed,
-        recent_pages_s=recent_pages, recent_works_s=recent_works, eta_s=eta,
+        recent_pages_s=recent_pages, recent_works_s=recent_works, eta_s=left,
         limits=crawl.client.limiter.describe(), retries=stats.retries, throttled=stats.throttled,
         waiting="; ".join(filter(None, (h.describe() for h in (crawl.client.health, crawl.client.ra_health)))) or None,
+        elapsed_s=elapsed, state=str(crawl.config.state), out=str(crawl.sink.out_dir),
     )
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes = int(seconds // 60)
-    if minutes < 60:
-        return f"{minutes} min" if minutes else f"{int(seconds)} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours // 24} d {hours % 24} h"
 
 
 def plain_line(s: Snapshot) -> str:
@@ -120,8 +165,8 @@ def plain_line(s: Snapshot) -> str:
 def panel(s: Snapshot) -> Table:
     """The live view: a small two-column table."""
     table = Table(title=f"crawler {s.job}", show_header=False, box=None, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     w = s.windows
     share = f" ({w['done'] / s.windows_total:.0%})" if s.windows_total else ""
     table.add_row("windows", f"{w['done']:,}/{s.windows_total:,} done{share}, {w['running']} running, "
@@ -131,9 +176,12 @@ def panel(s: Snapshot) -> Table:
     table.add_row("events", f"{s.events:,}")
     table.add_row("speed", f"{s.recent_pages_s:.2f} pages/s, {s.recent_works_s:,.0f} works/s (last minute); "
                   f"{s.pages_s:.2f} pages/s, {s.works_s:,.0f} works/s (this run)")
+    table.add_row("elapsed", duration(s.elapsed_s))
     table.add_row("ETA", duration(s.eta_s))
     table.add_row("API", f"[yellow]{s.waiting}[/]" if s.waiting else s.limits)
     table.add_row("retries", f"{s.retries:,} (429s: {s.throttled:,})")
+    table.add_row("state", s.state)
+    table.add_row("output", s.out)
     return table
 
 
@@ -156,4 +204,5 @@ async def report_progress(crawl: Crawl, job: str, every_s: float, live: bool) ->
         return
     while True:
         await asyncio.sleep(every_s)
-        log.info("%s", plain_line(await snapshot(crawl, job)))
+        now = await snapshot(crawl, job)
+        log.info("%s", plain_line(now), extra={FIGURES: now.fields()})

@@ -1,7 +1,9 @@
 """`crawler status` and `crawler stats`: what a state file knows, as a table or as JSON.
 
 Both only read the state (safe beside a live run) and never the output files, so they answer
-in milliseconds even after a backfill of the whole corpus.
+in milliseconds even after a backfill of the whole corpus. `status` also says where the time
+went in the last run (pages/s, works/s, retries and 429s per hour: a slow API or a slow
+crawler), and `status --windows` lists every window, the troubled ones first.
 """
 
 from __future__ import annotations
@@ -9,25 +11,28 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from crawler.store import WINDOW_STATUSES, Store, crawler_running
+from crawler.figures import counted, duration, per_hour
+from crawler.store import RUN, RUN_COUNTERS, WINDOW_STATUSES, Store, crawler_running
 
 BREAKDOWNS = ("relation", "agency", "subject-prefix")  # counter families written per new event
-RUN_COUNTERS = ("works", "events", "pages", "retries", "429s")
+# `status --windows`: the troubled windows first, then those still to do, the done ones last.
+WINDOW_ORDER = {status: rank for rank, status in enumerate(("failed", "short", "running", "pending", "unsized", "done"))}
 
 
-async def _read(state: Path) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, int], Any, Any, tuple[int, int]]:
+async def _read(state: Path) -> tuple[dict[str, str], dict[str, dict[str, int]], dict[str, int], Any, Any,
+                                      tuple[int, int], dict[str, int]]:
     store = await Store.open(state, readonly=True)
     try:
         windows = [w for job in ("backfill", "update") for w in await store.windows(job, "short", "failed")]
         return (await store.meta(), await store.window_summary(), await store.counters(),
-                windows, await store.last_errors(), await store.sink_position())
+                windows, await store.last_errors(), await store.sink_position(), await store.unit_summary())
     finally:
         await store.close()
 
@@ -56,7 +61,7 @@ def _output_files(out: str | None, seq: int, offset: int) -> dict[str, Any]:
 
 async def status_report(state: Path) -> dict[str, Any]:
     """Everything `crawler status` shows, as plain data (the --json output)."""
-    meta, summary, counters, unfinished, errors, (seq, offset) = await _read(state)
+    meta, summary, counters, unfinished, errors, (seq, offset), units = await _read(state)
     running = crawler_running(state)
 
     def windows(job: str) -> dict[str, int]:
@@ -66,7 +71,7 @@ async def status_report(state: Path) -> dict[str, Any]:
     if "backfill_from" in meta:
         entry = summary.get("backfill", {})
         backfill = {
-            "from": meta["backfill_from"], "until": meta.get("backfill_until"),
+            "from": meta["backfill_from"], "until": meta.get("backfill_until"), "filter": meta.get("backfill_filter", ""),
             "started_at": meta.get("backfill_started_at"), "finished_at": meta.get("backfill_finished_at"),
             "windows": windows("backfill"), "works": entry.get("works", 0), "planned": entry.get("planned", 0),
             "events": entry.get("events", 0),
@@ -92,6 +97,8 @@ async def status_report(state: Path) -> dict[str, Any]:
             "running": update_running,
         },
         "totals": {name: counters.get(name, 0) for name in RUN_COUNTERS},
+        "last_run": _last_run(meta, counters, running),
+        "files": {k: units[k] for k in ("units", "done", "failed", "records", "problems")} if units["units"] else None,
         "not_emitted": {k: v for k, v in sorted(counters.items()) if ":" not in k and k not in RUN_COUNTERS},
         "short_windows": [
             {"job": w.job, "start": w.start, "end": w.end, "status": w.status, "total": w.total}
@@ -103,7 +110,7 @@ async def status_report(state: Path) -> dict[str, Any]:
 
 async def stats_report(state: Path, top: int = 10) -> dict[str, Any]:
     """Events by relation type, by object agency and the top subject prefixes (the --json output)."""
-    _, _, counters, _, _, _ = await _read(state)
+    _, _, counters, _, _, _, _ = await _read(state)
     families: dict[str, dict[str, int]] = {name: {} for name in BREAKDOWNS}
     for key, value in counters.items():
         family, _, name = key.partition(":")
@@ -122,6 +129,25 @@ async def stats_report(state: Path, top: int = 10) -> dict[str, Any]:
     }
 
 
+def _last_run(meta: dict[str, str], counters: dict[str, int], running: bool) -> dict[str, Any] | None:
+    """The last run's time and speeds: its counters (`run:…`) over its time up to its last
+    commit, or up to now while it runs (an outage with no commit still counts)."""
+    if "run_started_at" not in meta:
+        return None
+    figures = {name: counters.get(RUN + name, 0) for name in RUN_COUNTERS}
+    elapsed = counters.get(RUN + "ms", 0) / 1000
+    if running:
+        started = datetime.fromisoformat(meta["run_started_at"].replace("Z", "+00:00"))
+        elapsed = max(elapsed, (datetime.now(timezone.utc) - started).total_seconds())
+    return {
+        "started_at": meta["run_started_at"], "running": running, "elapsed_s": round(elapsed, 1), **figures,
+        "pages_per_s": round(figures["pages"] / elapsed, 3) if elapsed else 0.0,
+        "works_per_s": round(figures["works"] / elapsed, 1) if elapsed else 0.0,
+        "retries_per_h": round(per_hour(figures["retries"], elapsed), 1),
+        "429s_per_h": round(per_hour(figures["429s"], elapsed), 1),
+    }
+
+
 def _windows_line(windows: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {s}" for s, n in windows.items() if n) or "none yet"
 
@@ -134,13 +160,14 @@ def status_table(report: dict[str, Any]) -> Table:
     for line in report["waiting"]:
         table.add_row("[yellow]waiting[/]", line)
     files = report["output_files"]
-    table.add_row("output", f"{report['out'] or '?'}: {files['completed_files']:,} completed file(s)"
+    table.add_row("output", f"{report['out'] or '?'}: {counted(files['completed_files'], 'completed file')}"
                   + (f", last {files['last_completed']}" if files["last_completed"] else "")
                   + (f"; writing {files['writing']} ({files['committed_bytes']:,} bytes committed)" if files["writing"] else ""))
     backfill = report["backfill"]
     if backfill:
         finished = backfill["finished_at"]
-        table.add_row("backfill", f"created {backfill['from']}..{backfill['until']}, started {backfill['started_at']}, "
+        table.add_row("backfill", f"created {backfill['from']}..{backfill['until']}"
+                      + (f", filter {backfill['filter']}" if backfill["filter"] else "") + f", started {backfill['started_at']}, "
                       + (f"finished {finished}" if finished else "[yellow]not finished[/]"))
         table.add_row("windows", _windows_line(backfill["windows"]))
         table.add_row("works", f"{backfill['works']:,} of {backfill['planned']:,} planned")
@@ -152,13 +179,28 @@ def status_table(report: dict[str, Any]) -> Table:
     if update["last"]:
         last = update["last"]
         table.add_row("last update", f"index dates {last['from']}..{last['until']}, finished {last['finished_at']}: "
-                      f"{last['works']:,} works, {last['events']:,} new events")
+                      f"{counted(last['works'], 'work')}, {counted(last['events'], 'new event')}")
     if update["running"]:
         running = update["running"]
         table.add_row("update running", f"index dates {running['from']}..{running['until']}: {_windows_line(running['windows'])}")
     totals = report["totals"]
     table.add_row("events", f"{totals['events']:,} written")
-    table.add_row("requests", f"{totals['pages']:,} pages; {totals['retries']:,} retries, {totals['429s']:,} 429s")
+    if totals["pages"] or totals["retries"] or totals["429s"]:
+        table.add_row("requests", f"{counted(totals['pages'], 'page')} of the API; {counted(totals['retries'], 'retry', 'retries')}, "
+                      f"{counted(totals['429s'], '429', '429s')}")
+    inputs = report["files"]
+    if inputs:
+        table.add_row("files", f"{counted(inputs['units'], 'file')} read ({inputs['done']:,} done"
+                      + (f", {inputs['failed']:,} with problems" if inputs["failed"] else "")
+                      + f"), {counted(inputs['records'], 'record')}"
+                      + (f", {counted(inputs['problems'], 'problem')}" if inputs["problems"] else ""))
+    run = report["last_run"]
+    if run:
+        table.add_row("last run", f"started {run['started_at']}" + (" (running)" if run["running"] else "")
+                      + f", {duration(run['elapsed_s'])}: {counted(run['works'], 'work')}, {counted(run['events'], 'new event')}, "
+                      f"{counted(run['pages'], 'page')}")
+        table.add_row("speed", f"{run['pages_per_s']:.2f} pages/s, {run['works_per_s']:,.0f} works/s over the run; "
+                      f"{run['retries_per_h']:,.1f} retries/h, {run['429s_per_h']:,.1f} 429s/h")
     if report["not_emitted"]:
         table.add_row("not emitted", ", ".join(f"{k} {v:,}" for k, v in report["not_emitted"].items()))
     for window in report["short_windows"]:
@@ -168,6 +210,36 @@ def status_table(report: dict[str, Any]) -> Table:
         table.add_row("window error", f"{error['window']} ({error['status']}): {error['error']}")
     if report["last_error"]:
         table.add_row("last error", f"{report['last_error']['error']} (at {report['last_error']['at']})")
+    return table
+
+
+async def windows_report(state: Path) -> list[dict[str, Any]]:
+    """Every window (the --windows --json output): failed and short first, then running,
+    pending, unsized, done; within a status by job and date. `filter` is what the window
+    asks beside its dates: the crawl's --filter and the window's own split (`scope`)."""
+    store = await Store.open(state, readonly=True)
+    try:
+        rows, crawl_filter = await store.all_windows(), (await store.meta()).get("backfill_filter", "")
+    finally:
+        await store.close()
+    names = ("job", "field", "start", "end", "scope", "status", "total", "works", "events", "attempts",
+             "last_error", "error_at")
+    windows = [dict(zip(names, row)) for row in rows]
+    for w in windows:
+        w["filter"] = ",".join(part for part in (crawl_filter, w["scope"]) if part)
+    return sorted(windows, key=lambda w: (WINDOW_ORDER.get(w["status"], len(WINDOW_ORDER)), w["job"], w["start"]))
+
+
+def windows_table(windows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{counted(len(windows), 'window')}", title_justify="left", box=None)
+    for name, justify in (("job", "left"), ("range", "left"), ("filter", "left"), ("status", "left"),
+                          ("total", "right"), ("works", "right"), ("attempts", "right"), ("last error", "left")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for w in windows:
+        status = f"[red]{w['status']}[/]" if w["status"] in ("short", "failed") else w["status"]
+        table.add_row(w["job"], f"{w['field']} {w['start']}..{w['end']}", w["filter"] or "", status,
+                      "?" if w["total"] is None else f"{w['total']:,}", f"{w['works']:,}", str(w["attempts"]),
+                      w["last_error"] or "")
     return table
 
 
@@ -182,9 +254,11 @@ def stats_table(report: dict[str, Any]) -> Table:
     return table
 
 
-async def print_status(state: Path, as_json: bool = False) -> int:
-    report = await status_report(state)
-    _print(report, status_table, as_json)
+async def print_status(state: Path, as_json: bool = False, windows: bool = False) -> int:
+    if windows:
+        _print(await windows_report(state), windows_table, as_json)
+    else:
+        _print(await status_report(state), status_table, as_json)
     return 0
 
 
@@ -194,7 +268,7 @@ async def print_stats(state: Path, top: int = 10, as_json: bool = False) -> int:
     return 0
 
 
-def _print(report: dict[str, Any], table, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _print(report: Any, table, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     if as_json:
         print(json.dumps(report, indent=2))
     else:

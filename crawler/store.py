@@ -82,6 +82,8 @@ DELETE FROM counters WHERE name = 'unknown-agency';
 }
 
 WINDOW_STATUSES = ("unsized", "pending", "running", "done", "short", "failed")
+RUN_COUNTERS = ("works", "events", "pages", "retries", "429s")  # kept in total and per run
+RUN = "run:"  # prefix of the last run's counters (and `run:ms`, its time to its last commit)
 _WINDOW_COLUMNS = "id, job, field, start, end, scope, status, total, attempts, rows, short_runs, short_received, received, works"
 
 
@@ -595,6 +597,12 @@ class Store:
                 "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=value+excluded.value",
                 [(k, v) for k, v in counters.items() if v],
             )
+
+    async def begin_run(self, started_at: str) -> None:
+        """A run starts: its own counters (`run:…`) from zero, and when it started."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM counters WHERE name LIKE ?", (RUN + "%",))
+            await db.execute("INSERT OR REPLACE INTO meta VALUES ('run_started_at', ?)", (started_at,))
 
     async def counters(self) -> dict[str, int]:
         return dict(await self._all("SELECT name, value FROM counters"))

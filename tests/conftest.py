@@ -9,7 +9,10 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from functools import cache
 from pathlib import Path
+
+import fastjsonschema
 
 import pytest
 
@@ -18,6 +21,7 @@ from crawler.simulator.app import PoolLimits, SimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOI_URL = "https://doi.org/"
+EVENT_SCHEMA = ROOT / "docs" / "event.schema.json"
 
 # Fast limits for tests: the crawler must still follow them (and the simulator counts any excess).
 FAST_POOLS = {
@@ -67,12 +71,27 @@ def run_crawler(args: list[str], timeout: float = 120) -> subprocess.CompletedPr
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+@cache
+def event_validator():
+    """The Event's JSON Schema (docs/event.schema.json), compiled: jsonschema takes ~0.5 ms an
+    event, too slow for every line the tests read; test_event_schema checks that the two agree."""
+    return fastjsonschema.compile(json.loads(EVENT_SCHEMA.read_text()))
+
+
 def read_events(out: Path) -> list[dict]:
-    """Every event in the finished output files (part files are not output)."""
+    """Every event in the finished output files (part files are not output), each one checked
+    against the Event's JSON Schema: a line of another shape fails the test that reads it."""
+    validate = event_validator()
     events = []
     for path in sorted(out.glob("*.jsonl.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as handle:
-            events.extend(json.loads(line) for line in handle)
+            for number, line in enumerate(handle, 1):
+                event = json.loads(line)
+                try:
+                    validate(event)
+                except fastjsonschema.JsonSchemaException as exc:
+                    raise AssertionError(f"{path.name}:{number} does not match {EVENT_SCHEMA.name}: {exc}: {line}") from None
+                events.append(event)
     return events
 
 

@@ -171,7 +171,7 @@ def test_every_documented_flag_is_accepted():
     assert {"--mailto", "--plus-token", "--state", "--out", "--concurrency", "--log-format"} <= set(flags)
     values = {"--from": "2020-01-01", "--until": "2020-12-31", "--log-format": "json", "--mailto": "a@b.org",
               "--plus-token": "t", "--api-url": "http://127.0.0.1:9", "--ra-url": "http://127.0.0.1:9/ra",
-              "--state": "s.sqlite3", "--out": "out"}
+              "--state": "s.sqlite3", "--out": "out", "--filter": "type:journal-article"}
     parser = build_parser()
     for command in ("backfill", "update"):
         for flag in flags:

@@ -368,7 +368,7 @@ async def test_ingest_directory_with_a_bad_file(tmp_path, caplog):
     async with Simulator(corpus, fast_sim_config()) as sim:
         outcome = await ingest_xml(crawler_config(sim.url, tmp_path), asyncio.Event(), [dumps])
     assert outcome.code == 1, outcome.message
-    assert "3 file(s), 102 records" in outcome.message and "1 problem(s)" in outcome.message
+    assert "3 files, 102 records" in outcome.message and "1 problem reported" in outcome.message
     line = bad[:cut].count(b"\n") + 1
     assert f"c-bad.xml:{line}: malformed XML" in caplog.text
     keys, repeated = output_keys(tmp_path / "events")
