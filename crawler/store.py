@@ -467,10 +467,12 @@ class Store:
         return {k: (r, p, bool(d), bool(f)) for k, r, p, d, f in
                 await self._all("SELECT key, records, problems, done, failed FROM units")}
 
-    async def unit_summary(self) -> dict[str, int]:
+    async def unit_summary(self, prefix: str = "") -> dict[str, int]:
+        """Units (those whose key starts with `prefix`) and their sums."""
         row = await self._one(
             "SELECT count(*), coalesce(sum(done),0), coalesce(sum(failed),0), coalesce(sum(records),0), "
-            "coalesce(sum(problems),0), coalesce(sum(bytes),0) FROM units")
+            "coalesce(sum(problems),0), coalesce(sum(bytes),0) FROM units WHERE substr(key, 1, ?) = ?",
+            (len(prefix), prefix))
         return dict(zip(("units", "done", "failed", "records", "problems", "bytes"), row))
 
     async def reset_failed_units(self) -> None:
@@ -500,9 +502,10 @@ class Store:
         unknown: Mapping[tuple[str, str], int] | None = None,
         window: WindowProgress | None = None,
         unit: UnitProgress | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> None:
         """Everything one page changed, atomically: seen keys, the links waiting for an
-        agency, the source's position, counters and the output's length."""
+        agency, the source's position, counters, the output's length and `meta` settings."""
         async with self.transaction() as db:
             await db.executemany(
                 "INSERT OR REPLACE INTO seen VALUES (?, ?)",
@@ -525,6 +528,11 @@ class Store:
                     "ON CONFLICT(key) DO UPDATE SET records=excluded.records, problems=problems+excluded.problems, "
                     "done=excluded.done, failed=excluded.failed, bytes=excluded.bytes",
                     (unit.key, unit.records, unit.problems, int(unit.done), int(unit.failed), unit.bytes),
+                )
+            if meta:
+                await db.executemany(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    list(meta.items()),
                 )
             await db.execute("UPDATE sink SET seq=?, offset=? WHERE id=1", (sink_seq, sink_offset))
             await db.executemany(
