@@ -475,6 +475,11 @@ class Store:
             (len(prefix), prefix))
         return dict(zip(("units", "done", "failed", "records", "problems", "bytes"), row))
 
+    async def forget_units(self, keys: list[str]) -> None:
+        """Drop these units' rows: they are read again from their start, their problems anew."""
+        async with self.transaction() as db:
+            await db.executemany("DELETE FROM units WHERE key = ?", [(k,) for k in keys])
+
     async def reset_failed_units(self) -> None:
         async with self.transaction() as db:
             await db.execute("DELETE FROM units WHERE failed = 1")

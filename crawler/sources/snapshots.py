@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,15 +121,20 @@ async def ingest(crawl: Crawl, paths: list[Path]) -> Tally:
     tally = Tally(units=len(units), total_bytes=sum(u.length for u in units))
     tally.currency = (await crawl.store.meta()).get("snapshot_currency", "")
     todo: list[tuple[Unit, int, int]] = []  # unit, records committed, problems counted
+    listed = {u.key for u in units}
+    files = {u.path for u in units}
+    # Failed rows are read again whole; those of units no longer listed in these files (a cut tar
+    # mended) are gone for good: neither should count in `status`.
+    forget = [KEY_PREFIX + key for key, (_, _, _, failed) in done.items()
+              if failed and (key in listed or _file_of(key) in files)]
+    await crawl.store.forget_units(forget)
     for unit in units:
         records, problems, finished, failed = done.get(unit.key, (0, 0, False, False))
         if finished and not failed:
             tally.skipped_units += 1
             tally.skipped_bytes += unit.length
-        elif failed:
-            todo.append((unit, 0, 0))  # read again whole: its problems are counted afresh
         else:
-            todo.append((unit, records, problems))
+            todo.append((unit, 0, 0) if failed else (unit, records, problems))
     queue = iter(todo)
     lanes = [ParserPool(1) for _ in range(min(config.parsers, len(todo)) or 1)]
     reporter = asyncio.create_task(_report(tally, config.progress_s))
@@ -140,6 +146,11 @@ async def ingest(crawl: Crawl, paths: list[Path]) -> Tally:
         await asyncio.gather(reporter, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(lane.shutdown) for lane in lanes))
     return tally
+
+
+def _file_of(key: str) -> str:
+    """The file a unit key names (`path`, `path::member`, `path#part`)."""
+    return re.sub(r"#\d+$", "", key.split("::", 1)[0])
 
 
 async def _report(tally: Tally, every_s: float) -> None:
