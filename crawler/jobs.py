@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -251,8 +251,10 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
         given = [str(p.resolve()) for p in paths]
         await store.set_meta({"snapshot_paths": json.dumps(known + [p for p in given if p not in known]),
                               "snapshot_started_at": meta.get("snapshot_started_at") or utc_now()})
-        async with started_crawl(config, store, client, output, stop) as crawl:
-            tally = await ingest(crawl, paths)
+        # The lanes are the snapshot's parser processes; commits (and so renders) go one at a
+        # time, so one process renders them all.
+        async with started_crawl(replace(config, parsers=1), store, client, output, stop) as crawl:
+            tally = await ingest(crawl, paths, config.parsers)
         records = (await store.unit_summary("snapshot:"))["records"]
         complete = not stop.is_set() and not tally.failed
         await store.set_meta({"snapshot_records": str(records),

@@ -113,8 +113,9 @@ class Tally:
                 f"{rate:,.0f} records/s; {self.problems:,} problem(s); ETA {eta}")
 
 
-async def ingest(crawl: Crawl, paths: list[Path]) -> Tally:
-    """Every unread record of the snapshot into the commit path; returns this run's figures."""
+async def ingest(crawl: Crawl, paths: list[Path], lanes: int) -> Tally:
+    """Every unread record of the snapshot into the commit path, read by up to `lanes` processes;
+    returns this run's figures."""
     config = crawl.config
     units = await asyncio.to_thread(lambda: list(list_units(paths)))
     done = {k[len(KEY_PREFIX):]: v for k, v in (await crawl.store.units()).items() if k.startswith(KEY_PREFIX)}
@@ -136,15 +137,15 @@ async def ingest(crawl: Crawl, paths: list[Path]) -> Tally:
         else:
             todo.append((unit, 0, 0) if failed else (unit, records, problems))
     queue = iter(todo)
-    lanes = [ParserPool(1) for _ in range(min(config.parsers, len(todo)) or 1)]
+    pools = [ParserPool(1) for _ in range(min(lanes, len(todo)) or 1)]
     reporter = asyncio.create_task(_report(tally, config.progress_s))
     try:
-        await asyncio.gather(*(lane.start() for lane in lanes))
-        await asyncio.gather(*(_lane(crawl, lane, queue, tally) for lane in lanes))
+        await asyncio.gather(*(pool.start() for pool in pools))
+        await asyncio.gather(*(_lane(crawl, pool, queue, tally) for pool in pools))
     finally:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
-        await asyncio.gather(*(asyncio.to_thread(lane.shutdown) for lane in lanes))
+        await asyncio.gather(*(asyncio.to_thread(pool.shutdown) for pool in pools))
     return tally
 
 
