@@ -444,6 +444,10 @@ def main() -> None:
     for name, step in steps.items():
         if args.only in (None, name):
             step()
+    print_table()
+
+
+def print_table() -> None:
     print()
     print("| figure | measured | target | baseline |")
     print("|---|---|---|---|")

@@ -20,7 +20,6 @@ Only 127.0.0.1 is contacted (the simulator answers the agency look-ups).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from crawler.model import Work  # noqa: E402
 from crawler.simulator.corpus import generate  # noqa: E402
 from crawler.simulator.snapshot import FORMATS, write_snapshot  # noqa: E402
 from crawler.snapshot import list_units, read_unit  # noqa: E402
-from scripts.bench import ROWS, _seen_curve, _tree_pids, _tree_rss, row, start_simulator  # noqa: E402
+from scripts.bench import _tree_pids, _tree_rss, bench_seen, print_table, row, start_simulator  # noqa: E402
 
 TARGET = "15,000 records/s per core"
 
@@ -164,6 +163,7 @@ def main() -> None:
         n, s = timed(floor, pieces)
         row("floor: inflate + msgspec scan", f"{n / s:,.0f} records/s (one core)")
         n, s = timed(baseline, pieces)
+        baseline_figure = f"json.loads + the same extraction: {n / s:,.0f} records/s per core"
         row("baseline: inflate + json.loads + the same extraction", f"{n / s:,.0f} records/s (one core)")
         n, s = timed(reader, units, False)
         row("reader alone (read_unit)", f"{n / s:,.0f} records/s (one core)")
@@ -178,21 +178,13 @@ def main() -> None:
                 row(f"end to end, --parsers {parsers}",
                     f"{records / seconds:,.0f} records/s ({seconds:.1f} s with start-up); {records / cpu:,.0f} "
                     f"records per CPU-second ({cpu:.1f} CPU-s); {links / seconds:,.0f} links/s; peak RSS "
-                    f"{peak / 1e6:,.0f} MB", TARGET)
+                    f"{peak / 1e6:,.0f} MB", TARGET, baseline_figure)
         finally:
             sim.terminate()
             sim.wait()
     if args.seen:
-        with tempfile.TemporaryDirectory(dir=ROOT / "state") as tmp:
-            points = [1_000_000, 10_000_000] + ([100_000_000] if args.big else [])
-            for held, rate, per_key in asyncio.run(_seen_curve(Path(tmp), points)):
-                row(f"seen store, adding 1 M keys while holding {held / 1e6:,.0f} M", f"{rate:,.0f} keys/s, "
-                    f"{per_key:.1f} B/key")
-    print()
-    print("| figure | measured | target |")
-    print("|---|---|---|")
-    for figure, measured, target, _ in ROWS:
-        print(f"| {figure} | {measured} | {target} |")
+        bench_seen(args.big)
+    print_table()
 
 
 if __name__ == "__main__":
