@@ -256,9 +256,10 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
         async with started_crawl(replace(config, parsers=1), store, client, output, stop) as crawl:
             tally = await ingest(crawl, paths, config.parsers)
         records = (await store.unit_summary("snapshot:"))["records"]
-        complete = not stop.is_set() and not tally.failed
-        await store.set_meta({"snapshot_records": str(records),
-                              "snapshot_finished_at": meta.get("snapshot_finished_at") or (utc_now() if complete else None)})
+        settings: dict[str, str | None] = {"snapshot_records": str(records)}
+        if not stop.is_set():  # finished when nothing failed; units to read again unfinish it
+            settings["snapshot_finished_at"] = None if tally.failed else utc_now()
+        await store.set_meta(settings)
     figures = (f"{tally.records:,} records this run ({records:,} in all), {crawl.progress.events:,} new events; "
                f"currency {tally.currency or 'unknown'}")
     if stop.is_set():

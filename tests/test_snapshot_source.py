@@ -22,7 +22,7 @@ import msgspec
 import pytest
 from isal import igzip
 
-from crawler.jobs import backfill_snapshot, update
+from crawler.jobs import backfill, backfill_snapshot, update
 from crawler.simulator.app import Simulator, SimulatorThread
 from crawler.simulator.corpus import Corpus, generate
 from crawler.simulator.snapshot import FORMATS, write_snapshot
@@ -321,3 +321,37 @@ def test_bad_input_is_reported_read_around_and_retried_alone(tmp_path):
     assert not repeated and keys == corpus.expected
     snap = asyncio.run(status_report(tmp_path / "state.sqlite3"))["snapshot"]
     assert (snap["records"], snap["units_failed"], snap["problems"], snap["units_started"]) == (700, 0, 0, 0)
+
+
+def test_the_first_update_starts_at_the_earlier_mark():
+    """A snapshot's mark is the day before its currency; beside an API backfill, the earlier wins."""
+    from crawler.jobs import first_mark
+
+    assert first_mark({}) == ""
+    assert first_mark({"snapshot_currency": "2026-03-01T00:00:05Z"}) == "2026-02-28"
+    assert first_mark({"backfill_started_at": "2026-05-02T10:00:00Z"}) == "2026-05-02"
+    both = {"snapshot_currency": "2026-03-01T00:00:05Z", "backfill_started_at": "2026-05-02T10:00:00Z"}
+    assert first_mark(both) == "2026-02-28"
+    assert first_mark({**both, "backfill_started_at": "2026-01-10T00:00:00Z"}) == "2026-01-10"
+
+
+async def test_a_snapshot_over_an_api_backfill_emits_nothing_twice(tmp_path):
+    """Mixing is allowed: the seen store keeps each link once whichever source read it first."""
+    corpus = generate(500, seed=65)
+    write_snapshot(corpus.works[:300] + generate(200, seed=66).works, tmp_path / "snap", "dir-jsonl-gz",
+                   records_per_file=100)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path, rows=50, parsers=1)
+        assert (await backfill(config, asyncio.Event())).code == 0
+        assert output_keys(config.out) == (corpus.expected, output_keys(config.out)[1])
+        requests = sim.stats.requests
+        outcome = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "snap"])
+        assert outcome.code == 0, outcome.message
+        assert sim.stats.requests == requests
+    other = generate(200, seed=66)
+    keys, repeated = output_keys(config.out)
+    assert not repeated
+    # the API backfill's links, and those of the 200 works only the snapshot holds
+    assert keys == corpus.expected | _expected_of(other, {w["DOI"] for w in other.works})
+    meta = _meta(config.state)
+    assert meta["backfill_started_at"] and meta["snapshot_currency"] == _currency(corpus.works[:300] + other.works)
