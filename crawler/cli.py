@@ -29,6 +29,7 @@ EXAMPLES = """\
 examples:
   crawler backfill --mailto you@example.org                  # the whole corpus, resumable
   crawler backfill --mailto you@example.org --from 2024-01-01 --until 2024-01-31
+  crawler backfill --snapshot crossref-2026/                 # from the public data file, then `update`
   crawler status                                             # where the backfill stands
   crawler status --json                                      # the same, for scripts
   crawler stats                                              # events by relation, agency, prefix
@@ -248,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--until", dest="date_until", type=_date, metavar="YYYY-MM-DD",
                           help="last created date, inclusive (default: today; a later date is cut "
                           "back to today, with a warning)")
+    backfill.add_argument("--snapshot", nargs="+", type=Path, metavar="PATH",
+                          help="read works from Crossref snapshot files instead of the API: the public data "
+                          "file (.tar of .json.gz, or a folder of .jsonl.gz), a Plus all.json.tar.gz, folders "
+                          "or .json/.jsonl(.gz) files; no /works request is made. Then run `crawler update`")
 
     update = commands.add_parser(
         "update",
@@ -472,8 +477,16 @@ def _connected_config(args: argparse.Namespace) -> Config:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from crawler.jobs import backfill
+    from crawler.jobs import backfill, backfill_snapshot
 
+    if args.snapshot:
+        if args.date_from or args.date_until:
+            raise UsageError("--from/--until choose the API's works by created date; a snapshot is read whole")
+        missing = [str(p) for p in args.snapshot if not p.exists()]
+        if missing:
+            raise UsageError(f"no such file or directory: {', '.join(missing)}")
+        config = config_from(args)
+        return _finish(*run_with_signals(lambda stop: backfill_snapshot(config, stop, args.snapshot)), args.log_format)
     config = _connected_config(args)
     return _finish(*run_with_signals(lambda stop: backfill(config, stop)), args.log_format)
 

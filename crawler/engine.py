@@ -164,9 +164,11 @@ class Crawl:
         return await self.pool.run(fn, *args)
 
     async def commit_page(self, page: ParsedPage, *, works: list[ParsedWork] | None = None,
-                          window: WindowProgress | None = None, unit: UnitProgress | None = None) -> None:
+                          window: WindowProgress | None = None, unit: UnitProgress | None = None,
+                          meta: dict[str, str] | None = None) -> None:
         """Everything a batch of parsed works yields, written and committed (see module doc).
-        `works`, when given, replaces the page's (a scroll passes its distinct new ones)."""
+        `works`, when given, replaces the page's (a scroll passes its distinct new ones);
+        `meta`, state settings that must move with the batch (a snapshot's currency)."""
         for kind, doi, detail in page.problems:
             self.progress.problems[kind] += 1
             log.info("bad data in %s: %s", doi, detail)
@@ -175,12 +177,12 @@ class Crawl:
         # The write and its commit must not be torn apart by a cancellation (Ctrl-C):
         # shielded, and awaited again at shutdown.
         task = asyncio.create_task(self._write(page.works if works is None else works, page.problems,
-                                               agencies, window, unit))
+                                               agencies, window, unit, meta))
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
         await asyncio.shield(task)
 
-    async def _write(self, works, problems, agencies, window, unit) -> None:  # type: ignore[no-untyped-def]
+    async def _write(self, works, problems, agencies, window, unit, meta=None) -> None:  # type: ignore[no-untyped-def]
         async with self._commit_lock:
             subjects = [w.subject for w in works] + problem_subjects(problems, works)
             seen_blobs = await self.store.seen_links(subjects)
@@ -197,7 +199,7 @@ class Crawl:
             try:
                 await self.store.commit_page(
                     seen=chosen.seen, events=chosen.events, sink_seq=self.sink.seq, sink_offset=offset,
-                    counters=counters, unknown=chosen.unknown, window=window, unit=unit,
+                    counters=counters, unknown=chosen.unknown, window=window, unit=unit, meta=meta,
                 )
             except DiskError:
                 # Not committed (the transaction rolled back): the page's events must leave

@@ -1,4 +1,5 @@
-"""The jobs a command runs: backfill, update, ingest-xml (and their outcome for the CLI).
+"""The jobs a command runs: backfill (from the API or a snapshot), update, ingest-xml (and their
+outcome for the CLI).
 
 Each job checks the state file's settings (range, scope, output directory), claims its output
 directory, starts a crawl and feeds the commit path from one source (`crawler.sources`).
@@ -9,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from crawler.api.client import ApiClient
@@ -200,7 +201,7 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
             start, until = date.fromisoformat(meta["update_from"]), date.fromisoformat(meta["update_until"])
             log.info("resuming the update of %s..%s", start, until)
         else:
-            mark = meta.get("update_mark") or meta.get("snapshot_currency", "")[:10] or meta.get("backfill_started_at", "")[:10]
+            mark = meta.get("update_mark") or first_mark(meta)
             if since is None and not mark:
                 raise StateError(
                     f"{store.path} has no high-water mark: run a backfill first, or give --since YYYY-MM-DD"
@@ -234,6 +235,51 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
             return result.outcome(1, f"update of {start}..{until} done but for {short} short window(s), tried again by "
                               f"the next update ({result.figures()}); high-water mark now {until}")
         return result.outcome(0, f"update of {start}..{until} complete: {result.figures()}; high-water mark now {until}")
+
+
+def first_mark(meta: dict[str, str]) -> str:
+    """Where the first update starts: the earliest of the API backfill's start and the day
+    before the snapshot's currency (a day's overlap: a snapshot's latest records need not all
+    be indexed up to its latest date-time), "" when the state holds neither."""
+    marks = [meta.get("backfill_started_at", "")[:10]]
+    if meta.get("snapshot_currency"):
+        marks.append((date.fromisoformat(meta["snapshot_currency"][:10]) - timedelta(days=1)).isoformat())
+    return min(filter(None, marks), default="")
+
+
+async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Path]) -> Outcome:
+    """Snapshot files -> the same events, state and output as an API backfill; no /works request.
+
+    A state file may hold an API backfill and snapshots too (each link is emitted once either
+    way); the first update then starts from the earlier of their marks (`first_mark`).
+    """
+    from crawler.sources.snapshots import ingest
+
+    async with opened(config) as (store, client):
+        meta = await store.meta()
+        output = await prepare_output(config, store, meta)
+        known = json.loads(meta.get("snapshot_paths", "[]"))
+        given = [str(p.resolve()) for p in paths]
+        await store.set_meta({"snapshot_paths": json.dumps(known + [p for p in given if p not in known]),
+                              "snapshot_started_at": meta.get("snapshot_started_at") or utc_now()})
+        # The lanes are the snapshot's parser processes; commits (and so renders) go one at a
+        # time, so one process renders them all.
+        async with started_crawl(replace(config, parsers=1), store, client, output, stop) as crawl:
+            tally = await ingest(crawl, paths, config.parsers)
+        records = (await store.unit_summary("snapshot:"))["records"]
+        settings: dict[str, str | None] = {"snapshot_records": str(records)}
+        if not stop.is_set():  # finished when nothing failed; units to read again unfinish it
+            settings["snapshot_finished_at"] = None if tally.failed else utc_now()
+        await store.set_meta(settings)
+    figures = (f"{tally.records:,} records this run ({records:,} in all), {crawl.progress.events:,} new events; "
+               f"currency {tally.currency or 'unknown'}")
+    if stop.is_set():
+        return Outcome(130, f"stopped cleanly after {figures}; run the same command again to resume")
+    if tally.failed:
+        return Outcome(1, f"snapshot read but for {tally.problems:,} problem(s) in {len(tally.failed)} unit(s), "
+                          f"reported above and in `crawler status` ({figures}); run the same command again "
+                          "to read those units again")
+    return Outcome(0, f"snapshot backfill complete: {figures}; output in {output.path}")
 
 
 async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> Outcome:

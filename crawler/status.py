@@ -77,8 +77,11 @@ async def status_report(state: Path) -> dict[str, Any]:
             "events": entry.get("events", 0),
         }
     mark, source = meta.get("update_mark"), "update"
-    if not mark and meta.get("backfill_started_at"):
-        mark, source = meta["backfill_started_at"][:10], "backfill start"
+    if not mark:
+        from crawler.jobs import first_mark
+
+        mark = first_mark(meta) or None
+        source = "backfill start" if mark == meta.get("backfill_started_at", "")[:10] else "snapshot's currency"
     update_running = None
     if any(n for s, n in windows("update").items() if s not in ("done", "short")):
         update_running = {"from": meta.get("update_from"), "until": meta.get("update_until"), "windows": windows("update")}
@@ -90,6 +93,7 @@ async def status_report(state: Path) -> dict[str, Any]:
         "output_files": _output_files(meta.get("out"), seq, offset),
         "last_error": json.loads(meta["last_error"]) if "last_error" in meta else None,
         "backfill": backfill,
+        "snapshot": await _snapshot(state, meta),
         "update": {
             "high_water_mark": mark,
             "mark_from": source if mark else None,
@@ -105,6 +109,23 @@ async def status_report(state: Path) -> dict[str, Any]:
             for w in unfinished
         ],
         "last_errors": [{"window": where, "status": status, "error": error} for where, status, error in errors],
+    }
+
+
+async def _snapshot(state: Path, meta: dict[str, str]) -> dict[str, Any] | None:
+    """The snapshot files read into this state, from its meta and its units."""
+    if "snapshot_paths" not in meta:
+        return None
+    store = await Store.open(state, readonly=True)
+    try:
+        units = await store.unit_summary("snapshot:")
+    finally:
+        await store.close()
+    return {
+        "paths": json.loads(meta["snapshot_paths"]), "currency": meta.get("snapshot_currency"),
+        "started_at": meta.get("snapshot_started_at"), "finished_at": meta.get("snapshot_finished_at"),
+        "records": units["records"], "units_done": units["done"] - units["failed"], "units_failed": units["failed"],
+        "units_started": units["units"] - units["done"], "problems": units["problems"], "bytes_done": units["bytes"],
     }
 
 
@@ -171,8 +192,18 @@ def status_table(report: dict[str, Any]) -> Table:
                       + (f"finished {finished}" if finished else "[yellow]not finished[/]"))
         table.add_row("windows", _windows_line(backfill["windows"]))
         table.add_row("works", f"{backfill['works']:,} of {backfill['planned']:,} planned")
-    else:
+    elif not report["snapshot"]:
         table.add_row("backfill", "none in this state file")
+    snapshot = report["snapshot"]
+    if snapshot:
+        finished = snapshot["finished_at"]
+        table.add_row("snapshot", ", ".join(snapshot["paths"]) + f"; started {snapshot['started_at']}, "
+                      + (f"finished {finished}" if finished else "[yellow]not finished[/]"))
+        table.add_row("snapshot read", f"{snapshot['records']:,} records; units {snapshot['units_done']:,} done"
+                      + (f", {snapshot['units_started']:,} started" if snapshot["units_started"] else "")
+                      + (f", [red]{snapshot['units_failed']:,} failed[/] ({snapshot['problems']:,} problems; "
+                         "run the same backfill again to read them again)" if snapshot["units_failed"] else "")
+                      + f"; currency {snapshot['currency'] or 'unknown'}")
     update = report["update"]
     if update["high_water_mark"]:
         table.add_row("high-water mark", f"{update['high_water_mark']} (from the {update['mark_from']})")

@@ -218,8 +218,7 @@ async def _seen_curve(directory: Path, points: list[int], keys_per_subject: int 
             subjects = [rng.getrandbits(64) - (1 << 63) for _ in range(per_commit)]
             await store.seen_links(subjects)
             seen = {s: [rng.getrandbits(48) for _ in range(keys_per_subject)] for s in subjects}
-            await store.commit_page(window_id=None, works=0, received=0, cursor=None, seen=seen, events=0,
-                                    sink_seq=1, sink_offset=0, counters={})
+            await store.commit_page(seen=seen, events=0, sink_seq=1, sink_offset=0, counters={})
             held += per_commit * keys_per_subject
 
     for point in points:
@@ -336,11 +335,9 @@ def bench_rate() -> None:
             proc.wait()
 
 
-def _tree_rss(pid: int) -> tuple[int, int]:
-    """Resident bytes of a process alone and with all its descendants (forkserver, parser pool).
-
-    Children are listed per thread that started them (the pool starts from a worker thread).
-    """
+def _tree_pids(pid: int) -> set[int]:
+    """A process and all its descendants (forkserver, parser pool). Children are listed per
+    thread that started them (the pool starts from a worker thread)."""
     pids, todo = {pid}, [pid]
     while todo:
         for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
@@ -350,8 +347,13 @@ def _tree_rss(pid: int) -> tuple[int, int]:
                 continue
             pids |= kids
             todo += kids
+    return pids
+
+
+def _tree_rss(pid: int) -> tuple[int, int]:
+    """Resident bytes of a process alone and with all its descendants."""
     own = total = 0
-    for p in pids:
+    for p in _tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -473,6 +475,10 @@ def main() -> None:
     for name, step in steps.items():
         if args.only in (None, name):
             step()
+    print_table()
+
+
+def print_table() -> None:
     print()
     print("| figure | measured | target | baseline |")
     print("|---|---|---|---|")

@@ -1,0 +1,212 @@
+"""Crossref snapshot files (public data file, Metadata Plus) as a source of works.
+
+The units (`crawler.snapshot.list_units`) are shared out among lanes, one per parser: a lane is
+one process of its own that reads its units one after the other, inflating, decoding and
+extracting links there (`read_batch`), so the main process only routes parsed batches to the one
+commit path. A lane keeps its unit's reader open between calls (a unit is read once, not once per
+batch) and is asked for the next batch before the current one is committed. Each batch is
+committed with its unit's progress (records consumed, a `units` row keyed `snapshot:<unit key>`)
+and, when it raised it, the snapshot's currency (the latest `indexed` date-time read, meta
+`snapshot_currency`), so a rerun skips finished units, resumes an interrupted one after its
+committed records, and reads a unit that had problems again from its start (the seen store
+keeps its links from being emitted twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_works
+from crawler.engine import ParserPool
+from crawler.progress import duration
+from crawler.snapshot import Batch, SnapshotProblem, Unit, list_units, read_unit
+from crawler.store import UnitProgress
+
+if TYPE_CHECKING:
+    from crawler.engine import Crawl
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "snapshot:"  # the units table also holds XML files' rows
+
+
+class Parsed(NamedTuple):
+    """One batch of a unit as a lane hands it over: its works' links, ready to commit."""
+
+    works: list[ParsedWork]
+    prefixes: set[str]
+    problems: list[SnapshotProblem]
+    records: int  # consumed by this batch, good or bad
+    end: bool
+    currency: str  # the latest `indexed` date-time of the batch's works ("" if none)
+
+
+# -- in the lane's process ------------------------------------------------------------------
+_open: tuple[str, int, Iterator[Batch]] | None = None  # the unit being read: key, position, batches
+
+
+def read_batch(unit: Unit, skip: int, batch: int, now: str) -> Parsed:
+    """The unit's next batch from record `skip`, parsed. Runs in a lane's process, which keeps
+    the reader open at its new position for the next call (any other position reopens it)."""
+    global _open
+    if _open is not None and _open[:2] == (unit.key, skip):
+        batches = _open[2]
+    else:
+        if _open is not None:
+            _open[2].close()
+        batches = read_unit(unit, skip=skip, batch=batch)
+    _open = None
+    got = next(batches)
+    if got.end:
+        batches.close()
+    else:
+        _open = (unit.key, skip + got.records, batches)
+    parsed, prefixes = parse_works(got.works) if got.works else ([], set())
+    return Parsed(parsed, prefixes, got.problems, got.records, got.end, currency(got.works, now))
+
+
+def currency(works: list, now: str) -> str:  # type: ignore[type-arg]
+    """The latest `indexed` date-time of the works that looks like one and is not after `now`."""
+    latest = ""
+    for work in works:
+        indexed = work.indexed
+        if indexed is not None and (moment := indexed.date_time) and latest < moment <= now \
+                and len(moment) >= 20 and moment[4] == "-" and moment[10] == "T" and moment[:4].isdigit():
+            latest = moment
+    return latest
+
+
+# -- in the main process --------------------------------------------------------------------
+@dataclass
+class Tally:
+    """This run's figures, for progress lines and the job's outcome."""
+
+    units: int = 0  # in the snapshot
+    total_bytes: int = 0
+    skipped_units: int = 0  # finished by an earlier run
+    skipped_bytes: int = 0
+    done_units: int = 0  # this run
+    done_bytes: int = 0
+    records: int = 0  # this run
+    problems: int = 0  # this run
+    failed: list[str] = field(default_factory=list)  # unit keys with problems, this run
+    currency: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.records / elapsed
+        done = self.skipped_bytes + self.done_bytes
+        left = self.total_bytes - done
+        byte_rate = self.done_bytes / elapsed
+        eta = duration(left / byte_rate) if byte_rate > 0 else "?"
+        return (f"snapshot: {self.skipped_units + self.done_units:,}/{self.units:,} units, "
+                f"{done / 1e9:,.2f}/{self.total_bytes / 1e9:,.2f} GB done; {self.records:,} records this run, "
+                f"{rate:,.0f} records/s; {self.problems:,} problem(s); ETA {eta}")
+
+
+async def ingest(crawl: Crawl, paths: list[Path], lanes: int) -> Tally:
+    """Every unread record of the snapshot into the commit path, read by up to `lanes` processes;
+    returns this run's figures."""
+    config = crawl.config
+    units = await asyncio.to_thread(lambda: list(list_units(paths)))
+    done = {k[len(KEY_PREFIX):]: v for k, v in (await crawl.store.units()).items() if k.startswith(KEY_PREFIX)}
+    tally = Tally(units=len(units), total_bytes=sum(u.length for u in units))
+    tally.currency = (await crawl.store.meta()).get("snapshot_currency", "")
+    todo: list[tuple[Unit, int, int]] = []  # unit, records committed, problems counted
+    listed = {u.key for u in units}
+    files = {u.path for u in units}
+    # Failed rows are read again whole; those of units no longer listed in these files (a cut tar
+    # mended) are gone for good: neither should count in `status`.
+    forget = [KEY_PREFIX + key for key, (_, _, _, failed) in done.items()
+              if failed and (key in listed or _file_of(key) in files)]
+    await crawl.store.forget_units(forget)
+    for unit in units:
+        records, problems, finished, failed = done.get(unit.key, (0, 0, False, False))
+        if finished and not failed:
+            tally.skipped_units += 1
+            tally.skipped_bytes += unit.length
+        else:
+            todo.append((unit, 0, 0) if failed else (unit, records, problems))
+    queue = iter(todo)
+    pools = [ParserPool(1) for _ in range(min(lanes, len(todo)) or 1)]
+    reporter = asyncio.create_task(_report(tally, config.progress_s))
+    try:
+        await asyncio.gather(*(pool.start() for pool in pools))
+        await asyncio.gather(*(_lane(crawl, pool, queue, tally) for pool in pools))
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
+        await asyncio.gather(*(asyncio.to_thread(pool.shutdown) for pool in pools))
+    return tally
+
+
+def _file_of(key: str) -> str:
+    """The file a unit key names (`path`, `path::member`, `path#part`)."""
+    return re.sub(r"#\d+$", "", key.split("::", 1)[0])
+
+
+async def _report(tally: Tally, every_s: float) -> None:
+    if every_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        log.info("%s", tally.line())
+
+
+async def _lane(crawl: Crawl, lane: ParserPool, queue: Iterator[tuple[Unit, int, int]], tally: Tally) -> None:
+    """Units one after the other in one process; the next batch is read while this one commits."""
+    batch, now = crawl.config.rows, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for unit, skip, problems in queue:
+        if crawl.stopping.is_set():
+            return
+        if skip:
+            log.info("resuming %s after record %s", unit.key, f"{skip:,}")
+        ahead = asyncio.create_task(lane.run(read_batch, unit, skip, batch, now))
+        try:
+            while True:
+                try:
+                    got: Parsed = await ahead
+                except BadPage as exc:  # the unit kills its reader: given up, the next one read
+                    got = Parsed([], set(), [SnapshotProblem(unit.path, f"after record {skip}", str(exc))], 0, True, "")
+                if not got.end and not crawl.stopping.is_set():
+                    ahead = asyncio.create_task(lane.run(read_batch, unit, skip + got.records, batch, now))
+                skip += got.records
+                problems += len(got.problems)
+                await _commit(crawl, unit, got, skip, problems, tally)
+                if got.end or crawl.stopping.is_set():
+                    break
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+
+
+async def _commit(crawl: Crawl, unit: Unit, got: Parsed, records: int, problems: int, tally: Tally) -> None:
+    for problem in got.problems:
+        log.warning("%s: %s: %s", problem.path, problem.where, problem.message)
+    meta = None
+    if got.currency > tally.currency:
+        tally.currency = got.currency
+        meta = {"snapshot_currency": got.currency}
+    failed = got.end and problems > 0
+    progress = UnitProgress(KEY_PREFIX + unit.key, records, len(got.problems), got.end, failed,
+                            unit.length if got.end else 0)
+    page = ParsedPage(None, None, got.records, got.works, [], got.prefixes)
+    await crawl.commit_page(page, unit=progress, meta=meta)
+    tally.records += got.records
+    tally.problems += len(got.problems)
+    if got.end:
+        tally.done_units += 1
+        tally.done_bytes += unit.length
+        if failed:
+            tally.failed.append(unit.key)
+

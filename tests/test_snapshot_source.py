@@ -1,0 +1,357 @@
+"""`crawler backfill --snapshot`: snapshot files written by the simulator from its corpus, read into
+events, checked against the links the corpus generator recorded (never the crawler's extraction):
+every format and a mix of them exactly once, a SIGKILL then a rerun, a snapshot then an update that
+asks only for what changed since the snapshot's currency, bad input reported and read around, and
+never a /works request."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from isal import igzip
+
+from crawler.jobs import backfill, backfill_snapshot, update
+from crawler.simulator.app import Simulator, SimulatorThread
+from crawler.simulator.corpus import Corpus, generate
+from crawler.simulator.snapshot import FORMATS, write_snapshot
+from crawler.status import status_report
+from tests.conftest import ROOT, crawler_config, fast_sim_config, output_keys
+
+
+def _currency(works: list[dict]) -> str:
+    """The latest `indexed` date-time of the corpus' works, from the dicts themselves."""
+    return max(w["indexed"]["date-time"] for w in works)
+
+
+def _expected_of(corpus: Corpus, dois: set[str]) -> set[tuple[str, str, str]]:
+    """The links the generator recorded for these subjects."""
+    return {e.key for doi in dois for e in corpus.entries[doi] if e.emits and e.key}
+
+
+def _units(state: Path) -> dict[str, tuple[int, int, int, int]]:
+    if not state.exists():
+        return {}
+    con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
+    try:
+        return {k: (r, p, d, f) for k, r, p, d, f in con.execute("SELECT key, records, problems, done, failed FROM units")}
+    except sqlite3.DatabaseError:  # not created yet
+        return {}
+    finally:
+        con.close()
+
+
+def _meta(state: Path) -> dict[str, str]:
+    con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
+    try:
+        return dict(con.execute("SELECT key, value FROM meta"))
+    finally:
+        con.close()
+
+
+def _args(url: str, tmp: Path, *paths: Path, rows: int = 50, parsers: int = 2) -> list[str]:
+    """A `crawler backfill --snapshot` subprocess; the API URL is a closed port: it must not be asked."""
+    return [sys.executable, "-m", "crawler", "backfill", "--snapshot", *map(str, paths),
+            "--state", str(tmp / "state.sqlite3"), "--out", str(tmp / "events"),
+            "--api-url", "http://127.0.0.1:9", "--ra-url", f"{url}/ra",
+            "--rows", str(rows), "--parsers", str(parsers), "--progress", "0"]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def _records_this_run(message: str) -> int:
+    return int(re.search(r"([\d,]+) records this run", message).group(1).replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Corpus:
+    return generate(700, seed=61)
+
+
+# -- each format, and a mix, exactly once, without /works ---------------------------------------
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_each_format_gives_exactly_the_corpus_links(tmp_path, corpus, fmt):
+    paths = write_snapshot(corpus.works, tmp_path / "snap", fmt, records_per_file=150)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=40, parsers=2)
+        outcome = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "snap"])
+        assert outcome.code == 0, outcome.message
+        assert sim.stats.requests == 0, "a snapshot backfill asked /works"
+        assert sim.stats.ra_requests > 0
+    keys, repeated = output_keys(config.out)
+    assert not repeated
+    assert keys == corpus.expected
+    meta = _meta(config.state)
+    assert meta["snapshot_currency"] == _currency(corpus.works)
+    assert int(meta["snapshot_records"]) == len(corpus.works)
+    report = await status_report(config.state)
+    snap = report["snapshot"]
+    assert snap["paths"] == [str((tmp_path / "snap").resolve())]
+    assert (snap["records"], snap["units_failed"], snap["problems"]) == (len(corpus.works), 0, 0)
+    assert snap["units_done"] == (len(paths) if fmt == "dir-jsonl-gz" else 5 if fmt.startswith("tar-json") else 1)
+    assert snap["currency"] == _currency(corpus.works) and snap["finished_at"]
+    expected_mark = (date.fromisoformat(_currency(corpus.works)[:10]) - timedelta(days=1)).isoformat()
+    assert report["update"]["high_water_mark"] == expected_mark
+    # A second run reads nothing again and emits nothing.
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=40, parsers=2)
+        again = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "snap"])
+    assert again.code == 0 and _records_this_run(again.message) == 0
+    assert output_keys(config.out) == (keys, repeated)
+
+
+async def test_formats_mixed_in_one_command_and_a_record_twice(tmp_path, corpus):
+    works = corpus.works
+    thirds = [works[:250], works[250:500], works[500:]]
+    a = write_snapshot(thirds[0], tmp_path / "a", "tar-json-gz-pretty", records_per_file=100)[0]
+    write_snapshot(thirds[1], tmp_path / "b", "dir-jsonl-gz", records_per_file=100)
+    c = write_snapshot(thirds[2], tmp_path / "c", "tgz-json", records_per_file=100)[0]
+    # works 200..299 once more, in a single JSON Lines file: read twice, emitted once
+    twice = write_snapshot(works[200:300], tmp_path / "d", "jsonl")[0]
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=30, parsers=2)
+        outcome = await backfill_snapshot(config, asyncio.Event(), [a, tmp_path / "b", c, twice])
+        assert outcome.code == 0, outcome.message
+        assert sim.stats.requests == 0
+    keys, repeated = output_keys(config.out)
+    assert not repeated and keys == corpus.expected
+    assert _records_this_run(outcome.message) == len(works) + 100
+    assert _meta(config.state)["snapshot_currency"] == _currency(works)
+
+
+# -- SIGKILL or SIGINT mid-snapshot, then the same command ----------------------------------------------
+
+@pytest.mark.parametrize("fmt,sig", [("dir-jsonl-gz", signal.SIGKILL), ("tar-json-gz", signal.SIGKILL),
+                                     ("tgz-json", signal.SIGKILL), ("dir-jsonl-gz", signal.SIGINT)])
+def test_a_stop_then_rerun_is_exact(tmp_path, fmt, sig):
+    corpus = generate(2400, seed=62)
+    write_snapshot(corpus.works, tmp_path / "snap", fmt, records_per_file=800)
+    sim = SimulatorThread(corpus, fast_sim_config())
+    url = sim.start()
+    try:
+        args = _args(url, tmp_path, tmp_path / "snap", rows=20, parsers=2)
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        state = tmp_path / "state.sqlite3"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(r for r, *_ in _units(state).values()) >= 300:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        if sig == signal.SIGINT:  # a clean stop: what is in flight is committed, the part file kept
+            assert code == 130 and "stopped cleanly" in err and "Traceback" not in err, err
+        committed = sum(r for r, *_ in _units(state).values())
+        assert 300 <= committed < len(corpus.works), "killed before the end, after several commits"
+        rerun = _run(args)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "Traceback" not in rerun.stderr
+        # the rerun read only what was not committed (what a unit's resume re-reads is not counted)
+        assert _records_this_run(rerun.stdout) == len(corpus.works) - committed
+        assert sim.stats.requests == 0
+    finally:
+        sim.stop()
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated, f"{len(repeated)} link(s) written twice"
+    assert keys == corpus.expected
+    assert _meta(state)["snapshot_currency"] == _currency(corpus.works)
+
+
+# -- snapshot, then the corpus changes, then update -------------------------------------------
+
+async def test_snapshot_then_update_emits_only_the_new_links(tmp_path):
+    corpus = generate(900, seed=63)
+    write_snapshot(corpus.works, tmp_path / "snap", "tar-json-gz", records_per_file=200)
+    currency = _currency(corpus.works)
+    scroll_filters: list[dict[str, str]] = []
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path, rows=50, parsers=1)
+        outcome = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "snap"])
+        assert outcome.code == 0, outcome.message
+        assert sim.stats.requests == 0
+        old = corpus.expected
+        assert output_keys(config.out) == (old, output_keys(config.out)[1]) and not output_keys(config.out)[1]
+        before = {p.name: p.read_bytes() for p in config.out.glob("*.jsonl.gz")}
+
+        added = corpus.mutate(seed=3, new_works=40, changed_works=70, at=datetime.now(UTC).replace(microsecond=0))
+        assert len(added) > 100 and not added & old
+        sim.app.on_page = lambda filters, page: scroll_filters.append(dict(filters))
+        result = await update(config, asyncio.Event())
+        assert result.code == 0, result.message
+        assert sim.stats.requests > 0
+    after = {p.name: p.read_bytes() for p in config.out.glob("*.jsonl.gz")}
+    assert all(after[name] == data for name, data in before.items()), "completed files are never rewritten"
+    new_keys = set()
+    for name in sorted(set(after) - set(before)):
+        for line in gzip.decompress(after[name]).decode().splitlines():
+            event = msgspec.json.decode(line)
+            key = (event["subj_id"].removeprefix("https://doi.org/"), event["relation_type_id"],
+                   event["obj_id"].removeprefix("https://doi.org/"))
+            assert key not in new_keys, "a link emitted twice by the update"
+            new_keys.add(key)
+    assert new_keys == added, "the update emits exactly the links the change added"
+    keys, repeated = output_keys(config.out)
+    assert keys == old | added and not repeated
+    # The update asked only for what was indexed since the snapshot's currency, less a day at most.
+    floor = date.fromisoformat(currency[:10]) - timedelta(days=1)
+    assert scroll_filters and all("from-index-date" in f for f in scroll_filters)
+    assert all(date.fromisoformat(f["from-index-date"]) >= floor for f in scroll_filters)
+    assert min(date.fromisoformat(f["from-index-date"]) for f in scroll_filters) <= date.fromisoformat(currency[:10])
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+def _corrupt(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 64]) + data[middle + 64:]
+
+
+def _jsonl(works: list[dict]) -> bytes:
+    return msgspec.json.Encoder().encode_lines(works)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    import io
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _bad_snapshot(root: Path, works: list[dict], fixed: bool) -> dict[str, set[str]]:
+    """A snapshot folder with four bad spots (or, `fixed`, the same files whole); returns the
+    DOIs of each file whose records cannot all be trusted to be read."""
+    root.mkdir(exist_ok=True)
+    chunks = [works[i:i + 100] for i in range(0, 700, 100)]
+    # 1. a tar whose member 1 is a corrupt gzip member
+    members = [(f"{n}.json.gz", igzip.compress(msgspec.json.encode({"items": c}), 1)) for n, c in enumerate(chunks[:3])]
+    if not fixed:
+        members[1] = (members[1][0], _corrupt(members[1][1]))
+    _tar(root / "a.tar", members)
+    # 2. a tar cut inside its last member
+    tail = [(f"{n}.json.gz", igzip.compress(msgspec.json.encode({"items": c}), 1)) for n, c in enumerate(chunks[3:5])]
+    _tar(root / "b.tar", tail)
+    if not fixed:
+        data = (root / "b.tar").read_bytes()
+        with tarfile.open(root / "b.tar") as tar:
+            last = tar.getmembers()[-1]
+        (root / "b.tar").write_bytes(data[: last.offset_data + last.size // 2])
+    # 3. a JSON Lines file with a line that is not JSON
+    lines = _jsonl(chunks[5]).split(b"\n")
+    if not fixed:
+        lines.insert(40, b"{this is not json")
+    (root / "c.jsonl").write_bytes(b"\n".join(lines))
+    # 4. a document holding a record of the wrong shape (its reference list is a number)
+    items = [dict(w) for w in chunks[6]]
+    if not fixed:
+        items[7]["reference"] = 17
+    (root / "d.json").write_bytes(msgspec.json.encode({"items": items}))
+    return {"a.tar": {w["DOI"] for w in chunks[1]}, "b.tar": {w["DOI"] for w in chunks[4]},
+            "c.jsonl": set(), "d.json": {chunks[6][7]["DOI"]}}
+
+
+def test_bad_input_is_reported_read_around_and_retried_alone(tmp_path):
+    corpus = generate(700, seed=64)
+    shaky = _bad_snapshot(tmp_path / "snap", corpus.works, fixed=False)
+    sim = SimulatorThread(corpus, fast_sim_config())
+    url = sim.start()
+    try:
+        args = _args(url, tmp_path, tmp_path / "snap", rows=30)
+        first = _run(args)
+        assert first.returncode == 1, first.stderr
+        assert "Traceback" not in first.stderr and "Traceback" not in first.stdout
+        err = first.stderr
+        snap = tmp_path / "snap"
+        assert re.search(rf"{re.escape(str(snap / 'a.tar'))}: member 1\.json\.gz", err), err
+        assert re.search(rf"{re.escape(str(snap / 'b.tar'))}: .*member 1\.json\.gz.*truncated", err), err
+        assert re.search(rf"{re.escape(str(snap / 'c.jsonl'))}: line 41: not JSON", err), err
+        assert re.search(rf"{re.escape(str(snap / 'd.json'))}: record 8: ", err), err
+        assert re.search(r"in 5 unit\(s\)", err), err  # b.tar: its cut member, and its listing's end
+        # the rest was read: every link of the records outside the bad spots, nothing else, once
+        keys, repeated = output_keys(tmp_path / "events")
+        assert not repeated
+        unsure = set().union(*shaky.values())
+        trusted = {w["DOI"] for w in corpus.works} - unsure
+        assert _expected_of(corpus, trusted) <= keys <= corpus.expected
+        report_units = _units(tmp_path / "state.sqlite3")
+        failed = {k for k, (_, _, done, bad) in report_units.items() if bad}
+        files = {Path(re.sub(r"::.*", "", k.removeprefix("snapshot:"))).name for k in failed}
+        assert files == set(shaky) and len(failed) == 5
+        assert all(report_units[k][2] for k in report_units), "every unit read to its end"
+        good_rows = {k: v for k, v in report_units.items() if k not in failed}
+
+        # A rerun reads the failed units again, and only them; still bad, still exit 1, no repeats.
+        second = _run(args)
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        failed_records = sum(report_units[k][0] for k in failed)
+        assert _records_this_run(second.stderr) == failed_records
+        assert {k: v for k, v in _units(tmp_path / "state.sqlite3").items() if k not in failed} == good_rows
+        keys2, repeated2 = output_keys(tmp_path / "events")
+        assert not repeated2 and keys2 == keys
+
+        # The files mended: a rerun reads the four units again and ends exact.
+        _bad_snapshot(tmp_path / "snap", corpus.works, fixed=True)
+        third = _run(args)
+        assert third.returncode == 0, third.stderr
+        # only the failed units: a.tar member 1, b.tar member 1 (its listing unit is gone), c.jsonl, d.json
+        assert _records_this_run(third.stdout) == 4 * 100
+        assert sim.stats.requests == 0
+    finally:
+        sim.stop()
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated and keys == corpus.expected
+    snap = asyncio.run(status_report(tmp_path / "state.sqlite3"))["snapshot"]
+    assert (snap["records"], snap["units_failed"], snap["problems"], snap["units_started"]) == (700, 0, 0, 0)
+
+
+def test_the_first_update_starts_at_the_earlier_mark():
+    """A snapshot's mark is the day before its currency; beside an API backfill, the earlier wins."""
+    from crawler.jobs import first_mark
+
+    assert first_mark({}) == ""
+    assert first_mark({"snapshot_currency": "2026-03-01T00:00:05Z"}) == "2026-02-28"
+    assert first_mark({"backfill_started_at": "2026-05-02T10:00:00Z"}) == "2026-05-02"
+    both = {"snapshot_currency": "2026-03-01T00:00:05Z", "backfill_started_at": "2026-05-02T10:00:00Z"}
+    assert first_mark(both) == "2026-02-28"
+    assert first_mark({**both, "backfill_started_at": "2026-01-10T00:00:00Z"}) == "2026-01-10"
+
+
+async def test_a_snapshot_over_an_api_backfill_emits_nothing_twice(tmp_path):
+    """Mixing is allowed: the seen store keeps each link once whichever source read it first."""
+    corpus = generate(500, seed=65)
+    write_snapshot(corpus.works[:300] + generate(200, seed=66).works, tmp_path / "snap", "dir-jsonl-gz",
+                   records_per_file=100)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path, rows=50, parsers=1)
+        assert (await backfill(config, asyncio.Event())).code == 0
+        assert output_keys(config.out) == (corpus.expected, output_keys(config.out)[1])
+        requests = sim.stats.requests
+        outcome = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "snap"])
+        assert outcome.code == 0, outcome.message
+        assert sim.stats.requests == requests
+    other = generate(200, seed=66)
+    keys, repeated = output_keys(config.out)
+    assert not repeated
+    # the API backfill's links, and those of the 200 works only the snapshot holds
+    assert keys == corpus.expected | _expected_of(other, {w["DOI"] for w in other.works})
+    meta = _meta(config.state)
+    assert meta["backfill_started_at"] and meta["snapshot_currency"] == _currency(corpus.works[:300] + other.works)
