@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--until", dest="date_until", type=_date, metavar="YYYY-MM-DD",
                           help="last created date, inclusive (default: today; a later date is cut "
                           "back to today, with a warning)")
+    backfill.add_argument("--plan-only", action="store_true",
+                          help="size the windows (counts only), print how many works and pages and how long "
+                          "the crawl should take, and exit; the state keeps the plan for the real run")
     backfill.add_argument("--snapshot", nargs="+", type=Path, metavar="PATH",
                           help="read works from Crossref snapshot files instead of the API: the public data "
                           "file (.tar of .json.gz, or a folder of .jsonl.gz), a Plus all.json.tar.gz, folders "
@@ -480,6 +483,8 @@ def _backfill(args: argparse.Namespace) -> int:
     from crawler.jobs import backfill, backfill_snapshot
 
     if args.snapshot:
+        if args.plan_only:
+            raise UsageError("--plan-only plans the API's windows; a snapshot is read whole")
         if args.date_from or args.date_until:
             raise UsageError("--from/--until choose the API's works by created date; a snapshot is read whole")
         missing = [str(p) for p in args.snapshot if not p.exists()]
@@ -488,7 +493,7 @@ def _backfill(args: argparse.Namespace) -> int:
         config = config_from(args)
         return _finish(*run_with_signals(lambda stop: backfill_snapshot(config, stop, args.snapshot)), args.log_format)
     config = _connected_config(args)
-    return _finish(*run_with_signals(lambda stop: backfill(config, stop)), args.log_format)
+    return _finish(*run_with_signals(lambda stop: backfill(config, stop, plan=args.plan_only)), args.log_format)
 
 
 def _update(args: argparse.Namespace) -> int:

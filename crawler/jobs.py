@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -28,6 +29,8 @@ from crawler.sources.windows import WindowScroller
 from crawler.store import Store
 
 log = logging.getLogger(__name__)
+
+TYPICAL_PAGE_S = 1.6  # seconds to answer a full page of 1,000 works, typical of the polite pool
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,52 @@ def _unfinished(result: JobResult, what: str) -> Outcome:
     )
 
 
-async def backfill(config: Config, stop: asyncio.Event) -> Outcome:
-    """Every work created in the range; resumes; refuses a state file of another range."""
+async def plan_only(config: Config, store: Store, client: ApiClient, job: str, what: str) -> Outcome:
+    """Size and cut the job's windows as a crawl would (counts and facets only), keep the plan
+    in the state for the real run, and say what it holds and how long it should take."""
+    planner = Planner(store, client, job, rows=config.rows, window_pages=config.window_pages, scope=config.scope,
+                      concurrency=lambda: client.limiter.concurrency)
+    await store.requeue(job, "running")
+    planning = asyncio.create_task(planner.run())
+    last_report = time.monotonic()
+    try:
+        while not (planner.idle and not await store.windows(job, "unsized")):
+            await asyncio.wait({planning}, timeout=0.2)
+            if planning.done():
+                planning.result()
+            if config.progress_s and time.monotonic() - last_report >= config.progress_s:
+                last_report = time.monotonic()
+                log.info("planning: %s window(s) so far, %s requests", f"{len(await store.windows(job, 'pending')):,}",
+                         f"{client.stats.requests:,}")
+    finally:
+        planning.cancel()
+        await asyncio.gather(planning, return_exceptions=True)
+    windows = await store.windows(job, "pending")
+    works = sum(w.total or 0 for w in windows)
+    pages = sum(-(-(w.total or 0) // config.rows) + 1 for w in windows)  # + each scroll's last page
+    limiter = client.limiter
+    fastest = pages / limiter.rate
+    typical = pages / min(limiter.rate, limiter.concurrency / TYPICAL_PAGE_S)
+    figures = {"works": works, "windows": len(windows), "pages": pages, "requests": client.stats.requests,
+               "eta_s": round(typical)}
+    return Outcome(0, f"plan of {what}: {works:,} works in {len(windows):,} window(s), about {pages:,} pages of "
+                      f"{config.rows:,}; at {limiter.rate:g} requests/s and {limiter.concurrency} at once, about "
+                      f"{_duration(typical)} if a full page takes {TYPICAL_PAGE_S} s to answer (at least "
+                      f"{_duration(fastest)}); planned with {client.stats.requests:,} request(s). Run the same "
+                      "command without --plan-only to crawl it.", figures)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+async def backfill(config: Config, stop: asyncio.Event, *, plan: bool = False) -> Outcome:
+    """Every work created in the range; resumes; refuses a state file of another range.
+    `plan`: only size the windows (see `plan_only`)."""
     async with opened(config) as (store, client):
         meta = await store.meta()
         _check_setting(store, meta, "backfill_filter", config.scope, "backfill scoped to")
@@ -174,6 +221,8 @@ async def backfill(config: Config, stop: asyncio.Event) -> Outcome:
                 }
             )
             await store.add_windows("backfill", "created-date", [(start.isoformat(), until.isoformat())])
+        if plan:
+            return await plan_only(config, store, client, "backfill", f"{start}..{until}")
         result = await crawl_job(config, store, client, output, "backfill", stop, config.scope)
         if not result.complete:
             return _unfinished(result, "backfill")

@@ -126,3 +126,35 @@ def test_packing_keeps_every_value_once_within_capacity(values, capacity):
     for names, size in bins:
         assert size == sum(values[v] for v in names)
         assert size <= capacity or len(names) == 1
+
+
+def test_plan_only_sizes_the_windows_without_a_page_and_keeps_the_plan(crowded, tmp_path):
+    """`backfill --plan-only`: counts and facets only, the works and pages of the range as the
+    corpus holds them, the plan kept in the state; the real run then crawls it, exact."""
+    from crawler.simulator.app import SimulatorThread
+    from tests.conftest import crawler_args, run_crawler
+
+    first, last = "2016-01-01", "2021-12-31"
+    in_range = sum(1 for w in crowded.works if first <= w["created"]["date-time"][:10] <= last)
+    sim = SimulatorThread(crowded, fast_sim_config())
+    sim.start()
+    try:
+        args = crawler_args(sim.url, tmp_path, "--from", first, "--until", last)
+        planned = run_crawler([*args, "--plan-only"])
+        kinds = dict(sim.stats.requests_by_kind)
+        windows = _windows(tmp_path / "state.sqlite3", "backfill")
+        written = list((tmp_path / "events").glob("*.jsonl.gz"))
+        done = run_crawler(args)
+    finally:
+        sim.stop()
+    assert planned.returncode == 0, planned.stderr
+    assert "page" not in kinds and kinds.get("count", 0) > 0, kinds
+    waiting = [total for *_, status, total in windows if status == "pending"]
+    assert f"{in_range:,} works in {len(waiting):,} window(s)" in planned.stdout, planned.stdout
+    assert all(total == 0 for *_, status, total in windows if status != "pending"), windows  # empty parts
+    assert sum(waiting) == in_range
+    assert not written, "a plan wrote events"
+    assert done.returncode == 0, done.stderr
+    keys, repeated = output_keys(tmp_path / "events")
+    subjects = {w["DOI"].lower() for w in crowded.works if first <= w["created"]["date-time"][:10] <= last}
+    assert keys == {k for k in crowded.expected if k[0] in subjects} and not repeated
