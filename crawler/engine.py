@@ -334,7 +334,7 @@ async def started_crawl(
             with contextlib.suppress(CrawlerError):
                 await store.set_meta({"outage": None})
     finally:
-        with contextlib.suppress(CrawlerError):  # raised, if it was, by the first parse
+        with contextlib.suppress(Exception):  # a failed start was raised by the first parse, if any
             await pool.ready()
         await asyncio.to_thread(pool.shutdown)
 
