@@ -201,7 +201,13 @@ class Planner:
         if start == end or window.id in self._crowded:
             by_kind = await self._cut_by_kind(window, total, limit)
             if by_kind is not None:
-                await self._replace(window, [(window.start, window.end, scope, n) for scope, n in by_kind])
+                if await self._replace(window, [(window.start, window.end, scope, n) for scope, n in by_kind]) \
+                        and start != end:
+                    # The parts of a crowded range are crowded too: cut by kind again (flags),
+                    # not day by day towards the crowded day, which costs more counts in a row.
+                    self._crowded.update(w.id for w in await self.store.windows(self.job, "pending")
+                                         if (w.field, w.start, w.end) == (window.field, window.start, window.end)
+                                         and w.scope.startswith(window.scope))
                 return
             if start == end:
                 self._atomic.add(window.id)
@@ -212,7 +218,7 @@ class Planner:
         # once but the last, which is the rest. A part holding most of the range's works is
         # crowded (a bulk-deposit day inside): it is cut by kind next, rather than day by day
         # down to that day; nearly empty parts met on the way are merged back (`_coalesce`).
-        ranges = parts(start, end, min(MAX_PARTS, max(2, math.ceil(total / limit))))
+        ranges = parts(start, end, min(MAX_PARTS, _parts_for(total, limit, self.max_target)))
         if len(ranges) > 3:
             # Many parts: each is sized (and may start) on its own as its count comes in, for
             # the counts queue behind the API's rate.
@@ -259,8 +265,9 @@ class Planner:
                 self._gate.release()
             if len(values) > 1 and counted == total and sum(values.values()) == total and \
                     not any("," in v for v in values):
+                even = -(-total // _parts_for(total, limit, self.max_target))  # as many parts as the limit asks for, evened out
                 return [(_join(window.scope, *(f"{TYPE_FACET}:{v}" for v in kinds)), n)
-                        for kinds, n in _pack(values, limit)]
+                        for kinds, n in _pack(values, even)]
         for flag in FLAGS:
             if flag in used:
                 continue
@@ -269,6 +276,13 @@ class Planner:
             if yes and no and yes + no == total:
                 return [(_join(window.scope, f"{flag}:1"), yes), (_join(window.scope, f"{flag}:0"), no)]
         return None
+
+
+def _parts_for(total: int, limit: int, cap: int) -> int:
+    """How many parts a window over its limit is cut into: parts may hold a little more than
+    a fair share (SLACK), as a window that size may start, but not more than `window_pages`
+    pages; at least two."""
+    return max(2, math.ceil(total / (limit * SLACK if limit < cap else limit)))
 
 
 def _pack(values: dict[str, int], capacity: int) -> list[tuple[list[str], int]]:
