@@ -21,7 +21,7 @@ from crawler.engine import Crawl, opened, output_dir, started_crawl
 from crawler.errors import CrawlerError, StateError
 from crawler.events import utc_now
 from crawler.output import Output, claim
-from crawler.figures import counted
+from crawler.figures import counted, duration
 from crawler.progress import report_progress
 from crawler.sources.deferred import fetch_again
 from crawler.sources.plan import Planner
@@ -168,17 +168,9 @@ async def plan_only(config: Config, store: Store, client: ApiClient, job: str, w
                "eta_s": round(typical)}
     return Outcome(0, f"plan of {what}: {works:,} works in {len(windows):,} window(s), about {pages:,} pages of "
                       f"{config.rows:,}; at {limiter.rate:g} requests/s and {limiter.concurrency} at once, about "
-                      f"{_duration(typical)} if a full page takes {TYPICAL_PAGE_S} s to answer (at least "
-                      f"{_duration(fastest)}); planned with {client.stats.requests:,} request(s). Run the same "
+                      f"{duration(typical)} if a full page takes {TYPICAL_PAGE_S} s to answer (at least "
+                      f"{duration(fastest)}); planned with {client.stats.requests:,} request(s). Run the same "
                       "command without --plan-only to crawl it.", figures)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 async def backfill(config: Config, stop: asyncio.Event, *, plan: bool = False) -> Outcome:

@@ -374,9 +374,9 @@ class Store:
         """Replace a window by parts (start, end, scope, total or None when not yet sized).
         Only a window that waits: False (nothing done) when it was started meanwhile."""
         async with self.transaction() as db:
-            if not await self._all_waiting(db, [window]):
+            events = await self._waiting_events(db, [window])  # an interrupted run's: kept, by the first part
+            if events is None:
                 return False
-            events = await self._events_of(db, [window])  # an interrupted run's: kept, by the first part
             await db.execute("DELETE FROM windows WHERE id = ?", (window.id,))
             await db.executemany(
                 "INSERT INTO windows (job, field, start, end, scope, status, total, rows, events) "
@@ -393,9 +393,9 @@ class Store:
         Only windows that wait: False (nothing done) when one was started meanwhile."""
         first, last = run[0], run[-1]
         async with self.transaction() as db:
-            if not await self._all_waiting(db, run):
+            events = await self._waiting_events(db, run)
+            if events is None:
                 return False
-            events = await self._events_of(db, run)
             await db.executemany("DELETE FROM windows WHERE id = ?", [(w.id,) for w in run])
             await db.execute(
                 "INSERT INTO windows (job, field, start, end, scope, status, total, rows, events) "
@@ -405,22 +405,15 @@ class Store:
         return True
 
     @staticmethod
-    async def _events_of(db: aiosqlite.Connection, windows: list[Window]) -> int:
-        ids = [w.id for w in windows]
-        async with db.execute(f"SELECT coalesce(sum(events), 0) FROM windows WHERE id IN ({','.join('?' * len(ids))})",
-                              ids) as cursor:
-            (events,) = await cursor.fetchone()
-        return events
-
-    @staticmethod
-    async def _all_waiting(db: aiosqlite.Connection, windows: list[Window]) -> bool:
+    async def _waiting_events(db: aiosqlite.Connection, windows: list[Window]) -> int | None:
+        """The events the windows hold, or None unless every one of them still waits."""
         ids = [w.id for w in windows]
         async with db.execute(
-            f"SELECT count(*) FROM windows WHERE status IN ('pending', 'unsized') AND id IN ({','.join('?' * len(ids))})",
-            ids,
+            "SELECT count(*), coalesce(sum(events), 0) FROM windows "
+            f"WHERE status IN ('pending', 'unsized') AND id IN ({','.join('?' * len(ids))})", ids,
         ) as cursor:
-            (waiting,) = await cursor.fetchone()
-        return waiting == len(ids)
+            waiting, events = await cursor.fetchone()
+        return events if waiting == len(ids) else None
 
     async def start_window(self, window: Window) -> bool:
         """A fresh attempt: the scroll restarts at '*', so per-attempt counts restart too.

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_works
 from crawler.engine import ParserPool
-from crawler.progress import duration
+from crawler.figures import duration
 from crawler.snapshot import Batch, SnapshotProblem, Unit, list_units, read_unit
 from crawler.store import UnitProgress
 
