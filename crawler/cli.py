@@ -190,7 +190,8 @@ def _api_flags() -> argparse.ArgumentParser:
     group.add_argument("--rows", type=_rows, default=MAX_ROWS, metavar="N",
                        help=f"works per page, at most {MAX_ROWS} (default: {MAX_ROWS})")
     group.add_argument("--window-pages", type=_positive, default=20, metavar="N",
-                       help="split the date range until each window is at most N pages (default: 20)")
+                       help="cut the range into windows of about N pages at most (up to 15%% more starts as "
+                       "it is; the plan makes them smaller to keep every scroll slot busy; default: 20)")
     group.add_argument("--max-body-mb", type=float, default=256.0, help=argparse.SUPPRESS)
     group.add_argument("--trust-rate-headers", action="store_true", help=argparse.SUPPRESS)
     return parent
