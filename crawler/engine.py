@@ -2,9 +2,11 @@
 
 Sources (API scroll windows, XML files, snapshot files; `crawler.sources`) hand `commit_page`
 batches of parsed works with their position. It asks the agencies of the objects' prefixes,
-selects the links never emitted before (`select`), renders them in a parser process, appends
+selects the links never emitted before (`select`) and renders them in a parser process — a
+source whose own processes hold the works does both there (`commit_selected`) —, appends
 them to the output and fsyncs, then commits the seen keys, the links waiting for an agency,
 the source's position, counters and the output's new length in one transaction (see `sink`).
+Batches select and render side by side; only the append and the commit go one at a time.
 
 Parsing and rendering run in a pool of parser processes that replaces a process that died
 (its page is parsed again). Memory is bounded by the parsers, not by the sources: at most
@@ -24,7 +26,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -42,7 +44,7 @@ from crawler.events import render, utc_now
 from crawler.memory import map_big_blocks
 from crawler.output import Output
 from crawler.progress import Progress
-from crawler.select import problem_subjects, select_new
+from crawler.select import Rendered, problem_subjects, select_new
 from crawler.sink import Sink, crash_point
 from crawler.store import RUN, RUN_COUNTERS, Store, UnitProgress, WindowProgress
 
@@ -101,6 +103,13 @@ class ParserPool:
         self._starting = asyncio.create_task(self.start())
 
     async def ready(self) -> None:
+        """The processes started: begun now if nothing began them (a pool the run may not need)."""
+        if self._starting is None:
+            self.begin()
+        await self.settled()
+
+    async def settled(self) -> None:
+        """The start begun, if any, ended (raising what it raised)."""
         if self._starting is not None:
             await asyncio.shield(self._starting)  # one caller's cancellation stops no start
 
@@ -156,6 +165,7 @@ class Crawl:
         # flight, one per parser and one waiting for it.
         self.bodies = LiveSemaphore(lambda: client.limiter.concurrency + config.parsers + 1)
         self._commits: set[asyncio.Task[None]] = set()
+        self._claimed: dict[int, asyncio.Future[None]] = {}  # subject -> its batch's commit (`_claim`)
         self._reported = (0, 0)  # retries and 429s already added to the state's counters
         self._timed = time.monotonic()  # the run's time up to here is in the state (`run:ms`)
         self.stopping = stop  # set by SIGINT/SIGTERM: start nothing new, keep what is committed
@@ -169,31 +179,69 @@ class Crawl:
         """Everything a batch of parsed works yields, written and committed (see module doc).
         `works`, when given, replaces the page's (a scroll passes its distinct new ones);
         `meta`, state settings that must move with the batch (a snapshot's currency)."""
-        for kind, doi, detail in page.problems:
+        works = page.works if works is None else works
+        problems = page.problems
+        for kind, doi, detail in problems:
             self.progress.problems[kind] += 1
             log.info("bad data in %s: %s", doi, detail)
-        assert self.resolver is not None
-        agencies = await self.resolver.resolve(page.prefixes)
-        # The write and its commit must not be torn apart by a cancellation (Ctrl-C):
-        # shielded, and awaited again at shutdown.
-        task = asyncio.create_task(self._write(page.works if works is None else works, page.problems,
-                                               agencies, window, unit, meta))
-        self._commits.add(task)
-        task.add_done_callback(self._commits.discard)
-        await asyncio.shield(task)
 
-    async def _write(self, works, problems, agencies, window, unit, meta=None) -> None:  # type: ignore[no-untyped-def]
-        async with self._commit_lock:
-            subjects = [w.subject for w in works] + problem_subjects(problems, works)
-            seen_blobs = await self.store.seen_links(subjects)
+        async def select(seen_blobs: dict[int, bytes], agencies: dict[str, str | None]) -> Rendered:
             # Plain Python over every link of the page: in a thread, so the loop keeps sending.
             chosen = await asyncio.to_thread(select_new, works, seen_blobs, agencies, problems)
+            data = await self.parse(render, chosen.groups, utc_now()) if chosen.groups else b""
+            return Rendered(data, chosen.events, chosen.seen, chosen.counts, chosen.unknown)  # type: ignore[arg-type]
+
+        subjects = [w.subject for w in works] + problem_subjects(problems, works)
+        await self.commit_selected(subjects, page.prefixes, select, works=len(works), window=window, unit=unit,
+                                   meta=meta)
+
+    async def commit_selected(self, subjects: list[int], prefixes: set[str],
+                              select: Callable[[dict[int, bytes], dict[str, str | None]], Awaitable[Rendered]], *,
+                              works: int, window: WindowProgress | None = None, unit: UnitProgress | None = None,
+                              meta: dict[str, str] | None = None) -> None:
+        """A batch whose links `select(seen sets, agencies)` chooses and renders, committed.
+
+        Batches select and render side by side, each on its subjects' seen sets as committed:
+        a batch sharing a subject with one in flight waits for that one's commit first
+        (`_claim`), so a link is chosen once whatever the order. Only appending to the output
+        and the state's transaction go one batch at a time.
+        """
+        assert self.resolver is not None
+        agencies = await self.resolver.resolve(prefixes)
+        async with self._claim(subjects):
+            seen_blobs = await self.store.seen_links(subjects)
+            chosen = await select(seen_blobs, agencies)
+            # The write and its commit must not be torn apart by a cancellation (Ctrl-C):
+            # shielded, and awaited again at shutdown.
+            task = asyncio.create_task(self._write(chosen, works, window, unit, meta))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
+            await asyncio.shield(task)
+
+    @contextlib.asynccontextmanager
+    async def _claim(self, subjects: list[int]) -> AsyncIterator[None]:
+        """Hold these subjects' seen sets from their read to their commit."""
+        while busy := {self._claimed[s] for s in subjects if s in self._claimed}:
+            await asyncio.wait(busy)
+        done = asyncio.get_running_loop().create_future()
+        for subject in subjects:
+            self._claimed[subject] = done
+        try:
+            yield
+        finally:
+            for subject in subjects:
+                if self._claimed.get(subject) is done:
+                    del self._claimed[subject]
+            done.set_result(None)
+
+    async def _write(self, chosen: Rendered, works: int, window: WindowProgress | None, unit: UnitProgress | None,
+                     meta: dict[str, str] | None) -> None:
+        async with self._commit_lock:
             offset = before = self.sink.offset
-            if chosen.groups:
-                data = await self.parse(render, chosen.groups, utc_now())
-                offset = await asyncio.to_thread(self.sink.append, data)
+            if chosen.data:
+                offset = await asyncio.to_thread(self.sink.append, chosen.data)
             # A page of the API; a batch of records from files (a unit's) is not one.
-            counters = Counter(self._with_run({"works": len(works), "events": chosen.events,
+            counters = Counter(self._with_run({"works": works, "events": chosen.events,
                                                "pages": int(unit is None), **self._request_counts()}))
             counters.update(chosen.counts)
             try:
@@ -207,7 +255,7 @@ class Crawl:
                 if self.sink.offset != before:
                     await asyncio.to_thread(self.sink.rollback, before)
                 raise
-            self.progress.committed(counters["pages"], len(works), chosen.events)
+            self.progress.committed(counters["pages"], works, chosen.events)
             if self.sink.wants_rotation():
                 await self._finish_file()
 
@@ -304,17 +352,19 @@ async def opened(config: Config) -> AsyncIterator[tuple[Store, ApiClient]]:
 
 @contextlib.asynccontextmanager
 async def started_crawl(
-    config: Config, store: Store, client: ApiClient, output: Output, stop: asyncio.Event
+    config: Config, store: Store, client: ApiClient, output: Output, stop: asyncio.Event, *, parse_pool: bool = True
 ) -> AsyncIterator[Crawl]:
     """A Crawl ready to write: the output cut back to what the state committed, the parser
-    processes started, the agency cache loaded; on the way out its output is closed cleanly."""
+    processes started (without `parse_pool`, on first use only: a source with processes of
+    its own), the agency cache loaded; on the way out its output is closed cleanly."""
     map_big_blocks()
     seq, offset = await store.sink_position()
     sink = Sink(output.path, seq, offset, config.rotate_bytes)
     if sink.recover():
         await store.set_sink_position(sink.seq, sink.offset)
     pool = ParserPool(config.parsers)
-    pool.begin()
+    if parse_pool:
+        pool.begin()
     try:
         # What exists now lives as long as the run: out of the collector's sight, a full
         # collection (which runs on the loop, between pages) costs a fraction as much.
@@ -335,7 +385,7 @@ async def started_crawl(
                 await store.set_meta({"outage": None})
     finally:
         with contextlib.suppress(Exception):  # a failed start was raised by the first parse, if any
-            await pool.ready()
+            await pool.settled()
         await asyncio.to_thread(pool.shutdown)
 
 

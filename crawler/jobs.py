@@ -303,9 +303,8 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
         given = [str(p.resolve()) for p in paths]
         await store.set_meta({"snapshot_paths": json.dumps(known + [p for p in given if p not in known]),
                               "snapshot_started_at": meta.get("snapshot_started_at") or utc_now()})
-        # The lanes are the snapshot's parser processes; commits (and so renders) go one at a
-        # time, so one process renders them all.
-        async with started_crawl(replace(config, parsers=1), store, client, output, stop) as crawl:
+        # The lanes are the snapshot's parser processes: they select and render too.
+        async with started_crawl(replace(config, parsers=1), store, client, output, stop, parse_pool=False) as crawl:
             tally = await ingest(crawl, paths, config.parsers)
         records = (await store.unit_summary("snapshot:"))["records"]
         settings: dict[str, str | None] = {"snapshot_records": str(records)}

@@ -19,11 +19,11 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from crawler.decode import ParsedWork
-from crawler.events import CROSSREF_TOKEN, EventGroup, token_for
+from crawler.events import CROSSREF_TOKEN, EventGroup, render, token_for
 from crawler.extract import prefix_of
 from crawler.keys import link_hash
 from crawler.model import Problem
-from crawler.store import unpack
+from crawler.store import pack, unpack
 
 
 def rejected_hash(relation: str, obj: str) -> int:
@@ -124,6 +124,27 @@ def select_new(
     for prefix, n in Counter(new_prefixes).items():
         counts[f"agency:{agencies[prefix]}"] += n
     return Selection(groups, total, changed, counts, dict(unknown))
+
+
+class Rendered(NamedTuple):
+    """A `Selection` with its events rendered and its seen sets packed: what a parser process
+    that selected a batch itself hands the commit path (`Crawl.commit_selected`)."""
+
+    data: bytes  # one gzip member of event lines (b"" when no event)
+    events: int
+    seen: dict[int, bytes]  # packed (`store.pack`) seen sets of the subjects that changed
+    counts: Counter[str]
+    unknown: dict[tuple[str, str], int]
+
+
+def select_and_render(works: list[ParsedWork], seen_blobs: dict[int, bytes], agencies: dict[str, str | None],
+                      problems: Iterable[tuple[str, str, str]], timestamp: str) -> Rendered:
+    """`select_new`, then `render` of what it chose: in one parser process, nothing of the
+    batch's works crosses back to the main process."""
+    chosen = select_new(works, seen_blobs, agencies, problems)
+    data = render(chosen.groups, timestamp) if chosen.groups else b""
+    return Rendered(data, chosen.events, {subject: pack(hashes) for subject, hashes in chosen.seen.items()},
+                    chosen.counts, chosen.unknown)
 
 
 # Problems of records without a usable DOI are kept under this pseudo-subject, by their detail.

@@ -161,6 +161,16 @@ def unpack(blob: bytes) -> list[int]:
     return [lo | hi << 32 for lo, hi in zip(low, high)]
 
 
+def deferred_links_sql(pairs: int) -> str:
+    """The links already waiting for these (prefix, subject) pairs (given flat, a pair each).
+
+    A join that looks each pair up by the key: `(prefix, subject) IN (VALUES …)` scans the
+    whole table (so SQLite plans it), and the table grows with every batch of a snapshot."""
+    marks = ",".join(["(?, ?)"] * pairs)
+    return (f"SELECT coalesce(sum(d.links), 0) FROM (VALUES {marks}) AS v JOIN deferred AS d "
+            "ON d.prefix = v.column1 AND d.subject = v.column2")
+
+
 class Store:
     """Async access to the state file. Open with `await Store.open(path)`."""
 
@@ -539,7 +549,7 @@ class Store:
     async def commit_page(
         self,
         *,
-        seen: Mapping[int, Iterable[int]],
+        seen: Mapping[int, Iterable[int] | bytes],  # a subject's whole seen set, or it packed
         events: int,
         sink_seq: int,
         sink_offset: int,
@@ -554,7 +564,7 @@ class Store:
         async with self.transaction() as db:
             await db.executemany(
                 "INSERT OR REPLACE INTO seen VALUES (?, ?)",
-                [(subject, pack(hashes)) for subject, hashes in seen.items()],
+                [(subject, hashes if isinstance(hashes, bytes) else pack(hashes)) for subject, hashes in seen.items()],
             )
             delta = 0
             if unknown:
@@ -563,9 +573,7 @@ class Store:
                 pairs = list(unknown)
                 for i in range(0, len(pairs), 400):
                     chunk = pairs[i : i + 400]
-                    marks = ",".join(["(?, ?)"] * len(chunk))
-                    async with db.execute(f"SELECT coalesce(sum(links), 0) FROM deferred WHERE (prefix, subject) "
-                                          f"IN (VALUES {marks})", [v for pair in chunk for v in pair]) as cur:
+                    async with db.execute(deferred_links_sql(len(chunk)), [v for pair in chunk for v in pair]) as cur:
                         delta -= (await cur.fetchone())[0]  # type: ignore[index]
                 delta += sum(unknown.values())
                 await db.executemany("INSERT OR REPLACE INTO deferred VALUES (?, ?, ?)",

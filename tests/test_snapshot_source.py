@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
+import os
 import re
 import signal
 import sqlite3
@@ -131,6 +133,83 @@ async def test_formats_mixed_in_one_command_and_a_record_twice(tmp_path, corpus)
     assert not repeated and keys == corpus.expected
     assert _records_this_run(outcome.message) == len(works) + 100
     assert _meta(config.state)["snapshot_currency"] == _currency(works)
+
+
+async def test_the_same_records_read_side_by_side_are_emitted_once(tmp_path, corpus):
+    """Two copies of the snapshot under other names: the two lanes select the same works at the
+    same moments, each from the seen sets as committed; a work in flight in one lane must wait
+    for its commit before the other lane reads its seen set."""
+    first = write_snapshot(corpus.works, tmp_path / "a", "jsonl")[0]
+    second = tmp_path / "b" / "copy.jsonl"
+    second.parent.mkdir()
+    second.write_bytes(first.read_bytes())
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=10, parsers=2)
+        outcome = await backfill_snapshot(config, asyncio.Event(), [first, second])
+        assert outcome.code == 0, outcome.message
+    keys, repeated = output_keys(config.out)
+    assert not repeated, f"{len(repeated)} link(s) written twice"
+    assert keys == corpus.expected
+    assert _records_this_run(outcome.message) == 2 * len(corpus.works)
+
+
+def _lanes() -> list[int]:
+    """The lanes' processes: the forkserver's children (the forkserver is ours)."""
+    def children(pid: int) -> list[int]:
+        return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
+    return [lane for server in children(os.getpid()) for lane in children(server)]
+
+
+async def test_a_lane_process_that_dies_is_replaced_and_nothing_is_lost_or_repeated(tmp_path, caplog):
+    """SIGKILL a lane's process (as the OOM killer would) while it holds batches read but not yet
+    selected: the new process reads them again."""
+    caplog.set_level(logging.WARNING)
+    corpus = generate(2000, seed=64)
+    write_snapshot(corpus.works, tmp_path / "snap", "dir-jsonl-gz", records_per_file=1000)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=10, parsers=2)
+        run = asyncio.create_task(backfill_snapshot(config, asyncio.Event(), [tmp_path / "snap"]))
+        killed = 0
+        while not run.done() and killed < 3:
+            await asyncio.sleep(0.02)
+            if sum(r for r, *_ in _units(config.state).values()) < 300 * (killed + 1):
+                continue
+            if lanes := _lanes():
+                os.kill(lanes[killed % len(lanes)], signal.SIGKILL)
+                killed += 1
+        outcome = await run
+    assert killed == 3, "the run ended before the kills"
+    assert outcome.code == 0, outcome.message
+    assert "a parser process died" in caplog.text
+    keys, repeated = output_keys(config.out)
+    assert not repeated, f"{len(repeated)} link(s) written twice"
+    assert keys == corpus.expected
+
+
+def test_a_batch_held_by_a_process_that_died_is_read_again_the_same(tmp_path, corpus):
+    """What a replacing process does: the ticket it never saw is read again from where it was."""
+    from crawler.snapshot import list_units
+    from crawler.sources import snapshots
+
+    write_snapshot(corpus.works, tmp_path / "snap", "jsonl")
+    unit = next(iter(list_units([tmp_path / "snap"])))
+    now = "2030-01-01T00:00:00Z"
+    agencies = dict(corpus.agencies)
+    snapshots.read_batch(unit, 0, 100, now, 1)
+    held = snapshots.select_batch(1, {}, agencies, now, (unit, 0, 100, now))
+    snapshots.read_batch(unit, 100, 100, now, 2)
+    snapshots._held.clear()  # as a new process: nothing held, no reader open
+    snapshots._open = None
+    again = snapshots.select_batch(2, {}, agencies, now, (unit, 100, 100, now))
+    expected = {k for w in corpus.works[100:200] for e in corpus.entries[w["DOI"]] if e.emits and (k := e.key)}
+    assert again.events == len(expected) and held.events == len(
+        {k for w in corpus.works[:100] for e in corpus.entries[w["DOI"]] if e.emits and (k := e.key)})
+    assert set(_keys_of(again.data)) == expected
+
+
+def _keys_of(data: bytes) -> list[tuple[str, str, str]]:
+    from tests.conftest import event_key
+    return [event_key(msgspec.json.decode(line)) for line in gzip.decompress(data).splitlines()]
 
 
 # -- SIGKILL or SIGINT mid-snapshot, then the same command ----------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from crawler.errors import OutputError, StateError
 from crawler.sink import Sink
-from crawler.store import Store, WindowProgress, unpack
+from crawler.store import Store, WindowProgress, deferred_links_sql, unpack
 
 
 async def test_schema_versioned_and_reopened(tmp_path):
@@ -88,6 +88,28 @@ async def test_commit_page_is_atomic_and_merges_counters(tmp_path):
         assert await store.sink_position() == (1, 100)
         summary = (await store.window_summary())["backfill"]
         assert summary["running"] == 1 and summary["works"] == 10 and summary["events"] == 6
+
+
+async def test_links_waiting_for_an_agency_count_once_and_are_looked_up_by_key(tmp_path):
+    """The same (prefix, subject) pairs committed again replace their counts (the counter moves
+    by the difference); and the look-up of earlier counts searches the key instead of scanning
+    the table, which a snapshot grows by ~1 row per record (a scan per batch is quadratic)."""
+    pairs = {(f"10.{9000 + i % 7}", f"10.1/w{i}"): 1 + i % 3 for i in range(1000)}
+    async with await Store.open(tmp_path / "s.sqlite3") as store:
+        await store.commit_page(seen={}, events=0, sink_seq=1, sink_offset=0, counters={}, unknown=pairs)
+        assert (await store.counters())["unknown-agency"] == sum(pairs.values())
+        again = {pair: 2 for pair in list(pairs)[:500]}
+        again[("10.9999", "10.1/new")] = 4
+        await store.commit_page(seen={}, events=0, sink_seq=1, sink_offset=0, counters={}, unknown=again)
+        expected = sum({**pairs, **again}.values())
+        assert (await store.counters())["unknown-agency"] == expected
+    con = sqlite3.connect(tmp_path / "s.sqlite3")
+    try:
+        assert con.execute("SELECT sum(links) FROM deferred").fetchone()[0] == expected
+        plan = " | ".join(row[-1] for row in con.execute("EXPLAIN QUERY PLAN " + deferred_links_sql(3), ["a"] * 6))
+    finally:
+        con.close()
+    assert "SEARCH d USING PRIMARY KEY" in plan and "SCAN d" not in plan, plan
 
 
 async def test_a_write_cancelled_anywhere_leaves_the_connection_usable(tmp_path):

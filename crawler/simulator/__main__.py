@@ -23,7 +23,7 @@ import signal
 from dataclasses import replace
 
 from crawler.simulator.app import POLITE_LIST, Faults, Outage, PoolLimits, SimConfig, Simulator
-from crawler.simulator.corpus import generate
+from crawler.simulator.corpus import REFERENCE_MIXES, generate
 from crawler.simulator.snapshot import FORMATS as SNAPSHOT_FORMATS, write_snapshot
 
 
@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--works", type=int, default=5000, help="works in the corpus (default 5000)")
     parser.add_argument("--seed", type=int, default=1, help="corpus and fault seed (default 1)")
     parser.add_argument("--refs-mean", type=float, default=27.0, help="mean references per citing work")
+    parser.add_argument("--refs", choices=REFERENCE_MIXES, default="fuzz",
+                        help="the references' mix: every hard case often (fuzz), or the proportions of real "
+                             "records (real: mostly bare DOI fields; for speed figures)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per /works page")
     parser.add_argument("--latency-per-row", type=float, default=0.0, help="extra seconds per row served")
@@ -95,7 +98,8 @@ def main() -> None:
     pools["polite"] = PoolLimits(args.rate or polite.rate, polite.interval_s, args.concurrency or polite.concurrency)
     config = SimConfig(pools=pools, latency_s=args.latency, latency_per_row_s=args.latency_per_row,
                        compress=not args.no_compress, cursor_ttl_s=args.cursor_ttl, faults=faults_from(args))
-    corpus = generate(args.works, seed=args.seed, refs_mean=args.refs_mean, day_share=args.day_share)
+    corpus = generate(args.works, seed=args.seed, refs_mean=args.refs_mean, day_share=args.day_share,
+                      refs=args.refs)
     if args.write_snapshot:
         for path in write_snapshot(corpus.works, args.write_snapshot, args.snapshot_format):
             print(path)

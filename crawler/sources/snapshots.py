@@ -15,19 +15,23 @@ keeps its links from being emitted twice).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from crawler.decode import BadPage, ParsedPage, ParsedWork, parse_works
+from crawler.decode import BadPage, ParsedWork, parse_works
 from crawler.engine import ParserPool
+from crawler.events import utc_now
 from crawler.figures import duration
 from crawler.snapshot import Batch, SnapshotProblem, Unit, list_units, read_unit
+from crawler.select import Rendered, select_and_render
 from crawler.store import UnitProgress
 
 if TYPE_CHECKING:
@@ -39,9 +43,10 @@ KEY_PREFIX = "snapshot:"  # the units table also holds XML files' rows
 
 
 class Parsed(NamedTuple):
-    """One batch of a unit as a lane hands it over: its works' links, ready to commit."""
+    """One batch of a unit as a lane hands it over; its works stay in the lane's process."""
 
-    works: list[ParsedWork]
+    subjects: list[int]  # the works' subject hashes: the seen sets their selection reads
+    works: int
     prefixes: set[str]
     problems: list[SnapshotProblem]
     records: int  # consumed by this batch, good or bad
@@ -51,11 +56,13 @@ class Parsed(NamedTuple):
 
 # -- in the lane's process ------------------------------------------------------------------
 _open: tuple[str, int, Iterator[Batch]] | None = None  # the unit being read: key, position, batches
+_held: dict[int, list[ParsedWork]] = {}  # read batches waiting for their selection, by ticket
 
 
-def read_batch(unit: Unit, skip: int, batch: int, now: str) -> Parsed:
-    """The unit's next batch from record `skip`, parsed. Runs in a lane's process, which keeps
-    the reader open at its new position for the next call (any other position reopens it)."""
+def read_batch(unit: Unit, skip: int, batch: int, now: str, ticket: int) -> Parsed:
+    """The unit's next batch from record `skip`, parsed and held here under `ticket` for
+    `select_batch`. The lane's process keeps the reader open at its new position for the
+    next call (any other position reopens it)."""
     global _open
     if _open is not None and _open[:2] == (unit.key, skip):
         batches = _open[2]
@@ -70,7 +77,20 @@ def read_batch(unit: Unit, skip: int, batch: int, now: str) -> Parsed:
     else:
         _open = (unit.key, skip + got.records, batches)
     parsed, prefixes = parse_works(got.works) if got.works else ([], set())
-    return Parsed(parsed, prefixes, got.problems, got.records, got.end, currency(got.works, now))
+    _held[ticket] = parsed
+    return Parsed([w.subject for w in parsed], len(parsed), prefixes, got.problems, got.records, got.end,
+                  currency(got.works, now))
+
+
+def select_batch(ticket: int, seen_blobs: dict[int, bytes], agencies: dict[str, str | None], timestamp: str,
+                 again: tuple[Unit, int, int, str]) -> Rendered:
+    """The held batch's new links, rendered. A process that replaced a dead one holds nothing:
+    it reads the batch again (`again`: where it was read from), which yields the same works."""
+    works = _held.pop(ticket, None)
+    if works is None:
+        read_batch(*again, ticket)
+        works = _held.pop(ticket)
+    return select_and_render(works, seen_blobs, agencies, (), timestamp)
 
 
 def currency(works: list, now: str) -> str:  # type: ignore[type-arg]
@@ -163,45 +183,72 @@ async def _report(tally: Tally, every_s: float) -> None:
 
 
 async def _lane(crawl: Crawl, lane: ParserPool, queue: Iterator[tuple[Unit, int, int]], tally: Tally) -> None:
-    """Units one after the other in one process; the next batch is read while this one commits."""
+    """Units one after the other in one process. The process always has the next thing to do:
+    the next batch is read while this one is selected and rendered there, and this one's
+    selection is asked before the last one's commit ends (commits stay in the unit's order)."""
     batch, now = crawl.config.rows, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tickets = itertools.count()
     for unit, skip, problems in queue:
         if crawl.stopping.is_set():
             return
         if skip:
             log.info("resuming %s after record %s", unit.key, f"{skip:,}")
-        ahead = asyncio.create_task(lane.run(read_batch, unit, skip, batch, now))
+        ticket = next(tickets)
+        ahead = asyncio.create_task(lane.run(read_batch, unit, skip, batch, now, ticket))
+        last: asyncio.Task[None] | None = None  # the previous batch's commit
         try:
             while True:
+                at = skip
                 try:
                     got: Parsed = await ahead
                 except BadPage as exc:  # the unit kills its reader: given up, the next one read
-                    got = Parsed([], set(), [SnapshotProblem(unit.path, f"after record {skip}", str(exc))], 0, True, "")
+                    got = Parsed([], 0, set(), [SnapshotProblem(unit.path, f"after record {skip}", str(exc))], 0,
+                                 True, "")
+                this = ticket
                 if not got.end and not crawl.stopping.is_set():
-                    ahead = asyncio.create_task(lane.run(read_batch, unit, skip + got.records, batch, now))
+                    ticket = next(tickets)
+                    ahead = asyncio.create_task(lane.run(read_batch, unit, skip + got.records, batch, now, ticket))
                 skip += got.records
                 problems += len(got.problems)
-                await _commit(crawl, unit, got, skip, problems, tally)
+                commit = asyncio.create_task(_commit(crawl, lane, unit, got, this, (unit, at, batch, now),
+                                                     skip, problems, tally, last))
+                if last is not None:
+                    await last
+                last = commit
                 if got.end or crawl.stopping.is_set():
                     break
+            await last
         finally:
             if not ahead.done():
                 ahead.cancel()
-                await asyncio.gather(ahead, return_exceptions=True)
+            if last is not None and not last.done():
+                last.cancel()  # not its write: `commit_selected` shields that
+            await asyncio.gather(ahead, *([last] if last else []), return_exceptions=True)
 
 
-async def _commit(crawl: Crawl, unit: Unit, got: Parsed, records: int, problems: int, tally: Tally) -> None:
+async def _commit(crawl: Crawl, lane: ParserPool, unit: Unit, got: Parsed, ticket: int,
+                  again: tuple[Unit, int, int, str], records: int, problems: int, tally: Tally,
+                  after: asyncio.Task[None] | None) -> None:
+    """The batch selected and rendered in its lane's process once the batch before it is
+    committed (waiting before its subjects are claimed: a record in both waits in order)."""
     for problem in got.problems:
         log.warning("%s: %s: %s", problem.path, problem.where, problem.message)
+    failed = got.end and problems > 0
+    progress = UnitProgress(KEY_PREFIX + unit.key, records, len(got.problems), got.end, failed,
+                            unit.length if got.end else 0)
+
+    async def select(seen_blobs: dict[int, bytes], agencies: dict[str, str | None]) -> Rendered:
+        if not got.works:
+            return Rendered(b"", 0, {}, Counter(), {})
+        return await lane.run(select_batch, ticket, seen_blobs, agencies, utc_now(), again)
+
+    if after is not None:
+        await after  # a failed batch before this one fails this one too: no gap in the unit
     meta = None
     if got.currency > tally.currency:
         tally.currency = got.currency
         meta = {"snapshot_currency": got.currency}
-    failed = got.end and problems > 0
-    progress = UnitProgress(KEY_PREFIX + unit.key, records, len(got.problems), got.end, failed,
-                            unit.length if got.end else 0)
-    page = ParsedPage(None, None, got.records, got.works, [], got.prefixes)
-    await crawl.commit_page(page, unit=progress, meta=meta)
+    await crawl.commit_selected(got.subjects, got.prefixes, select, works=got.works, unit=progress, meta=meta)
     tally.records += got.records
     tally.problems += len(got.problems)
     if got.end:
@@ -209,4 +256,3 @@ async def _commit(crawl: Crawl, unit: Unit, got: Parsed, records: int, problems:
         tally.done_bytes += unit.length
         if failed:
             tally.failed.append(unit.key)
-
