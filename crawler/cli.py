@@ -146,8 +146,9 @@ def _output_flags() -> argparse.ArgumentParser:
     group.add_argument("--out", type=Path, default=env.get("CRAWLER_OUT") and Path(env["CRAWLER_OUT"]),
                        help="output directory for events-*.jsonl.gz (default: the one the state file "
                        "records, else STATE-events beside the state file; env CRAWLER_OUT)")
-    group.add_argument("--parsers", type=_positive, default=default_parsers(), metavar="N",
-                       help="parser processes (default: cores - 1 = %(default)s)")
+    group.add_argument("--parsers", type=_positive, default=None, metavar="N",
+                       help=f"parser processes (default: cores - 1 = {default_parsers()}; reading a snapshot, "
+                       f"cores = {default_parsers(snapshot=True)})")
     group.add_argument("--progress", type=_seconds_or_zero, default=10.0, metavar="SECONDS",
                        help="on a terminal a live panel shows progress; elsewhere (cron, nohup, CI) a "
                        "line is logged every SECONDS; 0 for none (default: 10)")
@@ -351,6 +352,8 @@ MAILTO = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 def config_from(args: argparse.Namespace) -> Config:
     given = vars(args)
     settings = {name: convert(given[flag]) for flag, (name, convert) in _CONFIG_FIELDS.items() if flag in given}
+    if settings.get("parsers", 0) is None:
+        settings["parsers"] = default_parsers(snapshot=bool(given.get("snapshot")))
     date_from, date_until = settings.get("date_from"), settings.get("date_until")
     today = datetime.now(timezone.utc).date()
     if date_from and date_from > today:

@@ -13,8 +13,12 @@ DEFAULT_STATE = Path("state/crawler.sqlite3")
 MAX_ROWS = 1000
 
 
-def default_parsers() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
+def default_parsers(snapshot: bool = False) -> int:
+    """One process per core but the main process's, whose commits are a large share of an API
+    crawl's work; a snapshot's lanes select and render themselves, leaving the main process
+    a fifth of the work: one lane per core."""
+    cores = os.cpu_count() or 2
+    return cores if snapshot else max(1, cores - 1)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ Figures, all on the same bytes:
   the dicts converted to works), in one process;
 - reader: `read_unit` alone, and `read_unit` + `parse_works` (what one lane does), in one process;
 - end to end: `crawler backfill --snapshot` as a subprocess (file bytes -> committed events and
-  seen keys), --parsers 1 and 2, with its peak RSS (all its processes) and the CPU seconds its
-  processes used; "per core" is records / CPU-second;
+  seen keys), --parsers 1 and with the default flags (a lane per core), with its peak RSS (all its
+  processes) and the CPU seconds its processes used; "per core" is records / CPU-second;
 - with --seen: the seen store's rate of new keys (crawler-sized commits) at 1 M and 10 M keys.
 Only 127.0.0.1 is contacted (the simulator answers the agency look-ups).
 """
@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import msgspec  # noqa: E402
 from isal import igzip  # noqa: E402
 
+from crawler.config import default_parsers  # noqa: E402
 from crawler.decode import parse_works  # noqa: E402
 from crawler.model import Work  # noqa: E402
 from crawler.simulator.corpus import REFERENCE_MIXES, generate  # noqa: E402
@@ -121,13 +122,13 @@ def _cpu_seconds(pids: set[int], seen: dict[int, float]) -> None:
             pass
 
 
-def end_to_end(snapshot: Path, parsers: int, ra_url: str) -> tuple[float, int, float, float, int]:
+def end_to_end(snapshot: Path, parsers: int | None, ra_url: str) -> tuple[float, int, float, float, int]:
     """(seconds, records, CPU seconds of all the run's processes, of the main process alone (the
     one commit path: what caps the speed on many cores), peak RSS of them all together)."""
     with tempfile.TemporaryDirectory(dir=ROOT / "state") as tmp:
         cmd = [sys.executable, "-m", "crawler", "backfill", "--snapshot", str(snapshot), "--state",
                f"{tmp}/state.sqlite3", "--out", f"{tmp}/events", "--api-url", "http://127.0.0.1:9",
-               "--ra-url", ra_url, "--parsers", str(parsers), "--progress", "0"]
+               "--ra-url", ra_url, "--progress", "0", *(["--parsers", str(parsers)] if parsers else [])]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         peak, cpu = 0, {}  # type: ignore[var-annotated]
@@ -150,7 +151,8 @@ def main() -> None:
     parser.add_argument("--refs", choices=REFERENCE_MIXES, default="real",
                         help="the references' mix: real (the recorded samples' proportions, the default) or fuzz "
                              "(the tests' mix: every hard case often, a third of references mined from markup)")
-    parser.add_argument("--parsers", default="1,2", help="comma-separated (default 1,2)")
+    parser.add_argument("--parsers", default="1,default",
+                        help="comma-separated counts, `default` for none given (default: 1,default)")
     parser.add_argument("--seen", action="store_true", help="also the seen store at 1 M and 10 M keys")
     parser.add_argument("--big", action="store_true", help="with --seen: also at 100 M keys (slow)")
     args = parser.parse_args()
@@ -175,14 +177,16 @@ def main() -> None:
         n, s = timed(reader, units, False)
         row("reader alone (read_unit)", f"{n / s:,.0f} records/s (one core)")
         n, s = timed(reader, units, True)
-        row("one lane's work: read_unit + parse_works", f"{n / s:,.0f} records/s (one core)")
+        row("a lane's reading: read_unit + parse_works", f"{n / s:,.0f} records/s (one core)")
         del pieces
         sim, url = start_simulator("--works", "10")
         try:
-            for parsers in map(int, args.parsers.split(",")):
+            for given in args.parsers.split(","):
+                parsers = None if given == "default" else int(given)
                 seconds, records, cpu, main_cpu, peak = end_to_end(snapshot, parsers, f"{url}/ra")
                 assert records == args.works, records
-                row(f"end to end, --parsers {parsers}",
+                name = f"--parsers {parsers}" if parsers else f"default flags (--parsers {default_parsers(True)})"
+                row(f"end to end, {name}",
                     f"{records / seconds:,.0f} records/s ({seconds:.1f} s with start-up); {records / cpu:,.0f} "
                     f"records per CPU-second ({cpu:.1f} CPU-s, of which the main process {main_cpu:.1f}: "
                     f"{main_cpu / records * 1e6:.0f} us/record); {links / seconds:,.0f} links/s; peak RSS "

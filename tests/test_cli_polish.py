@@ -73,6 +73,18 @@ def test_each_command_lists_only_the_flags_it_uses():
     assert {"--mailto", "--state", "--api-url"}.isdisjoint(flags["demo"]) and {"-q", "--works"} <= flags["demo"]
 
 
+def test_parsers_default_to_a_process_per_core_but_the_main_ones_and_for_a_snapshot_one_per_core(tmp_path):
+    from crawler.cli import build_parser, config_from
+
+    cores = os.cpu_count() or 2
+    parse = build_parser().parse_args
+    assert config_from(parse(["backfill"])).parsers == max(1, cores - 1)
+    assert config_from(parse(["update"])).parsers == max(1, cores - 1)
+    assert config_from(parse(["backfill", "--snapshot", str(tmp_path)])).parsers == cores
+    assert config_from(parse(["backfill", "--snapshot", str(tmp_path), "--parsers", "3"])).parsers == 3
+    assert config_from(parse(["backfill", "--parsers", "5"])).parsers == 5
+
+
 @pytest.mark.parametrize("argv, command", [
     (["backfill", "--bogus"], "backfill"),
     (["status", "--json", "--bogus"], "status"),
