@@ -208,31 +208,37 @@ class Crawl:
         """
         assert self.resolver is not None
         agencies = await self.resolver.resolve(prefixes)
-        async with self._claim(subjects):
+        claim = await self._claim(subjects)
+        try:
             seen_blobs = await self.store.seen_links(subjects)
             chosen = await select(seen_blobs, agencies)
-            # The write and its commit must not be torn apart by a cancellation (Ctrl-C):
-            # shielded, and awaited again at shutdown.
-            task = asyncio.create_task(self._write(chosen, works, window, unit, meta))
-            self._commits.add(task)
-            task.add_done_callback(self._commits.discard)
-            await asyncio.shield(task)
+        except BaseException:
+            self._release(subjects, claim)
+            raise
+        # The write and its commit must not be torn apart by a cancellation (Ctrl-C, a window
+        # starting over): shielded, awaited again at shutdown, and the subjects stay claimed
+        # until it ends, or a batch of them could read their seen sets before it commits.
+        task = asyncio.create_task(self._write(chosen, works, window, unit, meta))
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+        task.add_done_callback(lambda _: self._release(subjects, claim))
+        await asyncio.shield(task)
 
-    @contextlib.asynccontextmanager
-    async def _claim(self, subjects: list[int]) -> AsyncIterator[None]:
-        """Hold these subjects' seen sets from their read to their commit."""
+    async def _claim(self, subjects: list[int]) -> asyncio.Future[None]:
+        """Hold these subjects' seen sets from their read to their commit (`_release`)."""
         while busy := {self._claimed[s] for s in subjects if s in self._claimed}:
             await asyncio.wait(busy)
-        done = asyncio.get_running_loop().create_future()
+        claim = asyncio.get_running_loop().create_future()
         for subject in subjects:
-            self._claimed[subject] = done
-        try:
-            yield
-        finally:
-            for subject in subjects:
-                if self._claimed.get(subject) is done:
-                    del self._claimed[subject]
-            done.set_result(None)
+            self._claimed[subject] = claim
+        return claim
+
+    def _release(self, subjects: list[int], claim: asyncio.Future[None]) -> None:
+        for subject in subjects:
+            if self._claimed.get(subject) is claim:
+                del self._claimed[subject]
+        if not claim.done():
+            claim.set_result(None)
 
     async def _write(self, chosen: Rendered, works: int, window: WindowProgress | None, unit: UnitProgress | None,
                      meta: dict[str, str] | None) -> None:

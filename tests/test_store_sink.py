@@ -193,3 +193,43 @@ def test_sink_removes_empty_uncommitted_part(tmp_path):
     sink.close()
     assert Sink(tmp_path, seq=1, offset=0).recover() is False
     assert not list(tmp_path.iterdir())
+
+
+async def test_a_cancelled_batch_keeps_its_subjects_until_its_write_commits(tmp_path):
+    """A batch's caller cancelled while its write waits (a window starting over, Ctrl-C): the
+    write goes on, shielded, and a batch of the same subject must not read its seen set before
+    that write commits, or it would choose the same links again."""
+    from collections import Counter
+
+    from crawler.engine import opened, started_crawl
+    from crawler.jobs import prepare_output
+    from crawler.select import Rendered
+    from crawler.store import pack
+    from tests.conftest import crawler_config
+
+    subject = 42
+    config = crawler_config("http://127.0.0.1:9", tmp_path)
+    seen_by_second: list[dict[int, bytes]] = []
+
+    async def first_select(seen, agencies):
+        return Rendered(b"", 3, {subject: pack([1, 2, 3])}, Counter(), {})
+
+    async def second_select(seen, agencies):
+        seen_by_second.append(seen)
+        return Rendered(b"", 0, {}, Counter(), {})
+
+    async with opened(config) as (store, client):
+        output = await prepare_output(config, store, await store.meta())
+        async with started_crawl(config, store, client, output, asyncio.Event(), parse_pool=False) as crawl:
+            async with crawl._commit_lock:  # holds the first batch's write before its commit
+                first = asyncio.create_task(crawl.commit_selected([subject], set(), first_select, works=1))
+                while not crawl._commits:
+                    await asyncio.sleep(0.001)
+                first.cancel()
+                second = asyncio.create_task(crawl.commit_selected([subject], set(), second_select, works=1))
+                for _ in range(20):
+                    await asyncio.sleep(0.005)
+                assert not seen_by_second, "the second batch read the subject's seen set before the first committed"
+            await asyncio.wait_for(second, timeout=10)
+            assert first.cancelled()
+    assert len(seen_by_second) == 1 and sorted(unpack(seen_by_second[0][subject])) == [1, 2, 3]
