@@ -67,7 +67,8 @@ def select_new(
     def seen_of(subject: int) -> set[int]:
         hashes = known.get(subject)
         if hashes is None:
-            hashes = known[subject] = set(unpack(seen_blobs.get(subject, b"")))
+            blob = seen_blobs.get(subject)
+            hashes = known[subject] = set(unpack(blob)) if blob else set()
         return hashes
 
     for work in works:

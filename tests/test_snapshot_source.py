@@ -116,6 +116,26 @@ async def test_each_format_gives_exactly_the_corpus_links(tmp_path, corpus, fmt)
     assert output_keys(config.out) == (keys, repeated)
 
 
+async def test_records_with_the_real_reference_mix_give_exactly_the_corpus_links(tmp_path):
+    """The benchmark's records (`refs="real"`): drawn in the recorded samples' proportions, and
+    read into exactly the links the generator recorded."""
+    from crawler.simulator.corpus import REAL_MIX
+
+    real = generate(600, seed=65, refs="real")
+    refs = [ref for work in real.works for ref in work.get("reference", ())]
+    with_doi = sum("DOI" in ref for ref in refs) / len(refs)
+    text_only = sum("unstructured" in ref and "DOI" not in ref for ref in refs) / len(refs)
+    assert abs(with_doi - (REAL_MIX["doi"] + REAL_MIX["doi+text"])) < 0.02, with_doi
+    assert abs(text_only - (REAL_MIX["text"] + REAL_MIX["text with a DOI"])) < 0.01, text_only
+    write_snapshot(real.works, tmp_path / "snap", "dir-jsonl-gz", records_per_file=200)
+    async with Simulator(real, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=50, parsers=2)
+        outcome = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "snap"])
+        assert outcome.code == 0, outcome.message
+    keys, repeated = output_keys(config.out)
+    assert not repeated and keys == real.expected
+
+
 async def test_formats_mixed_in_one_command_and_a_record_twice(tmp_path, corpus):
     works = corpus.works
     thirds = [works[:250], works[250:500], works[500:]]
