@@ -341,11 +341,14 @@ class Store:
             await db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k, v in values.items() if v is None])
 
     # -- the plan ----------------------------------------------------------------------
-    async def add_windows(self, job: str, field: str, ranges: Iterable[tuple[str, str]], scope: str = "") -> None:
+    async def add_windows(self, job: str, field: str, ranges: Iterable[tuple[str, str]], scope: str = "",
+                          total: int | None = None) -> None:
+        """New windows, unsized, or all of this `total` when it is known already."""
+        status = "unsized" if total is None else "done" if total == 0 else "pending"
         async with self.transaction() as db:
             await db.executemany(
-                "INSERT INTO windows (job, field, start, end, scope, status) VALUES (?, ?, ?, ?, ?, 'unsized')",
-                [(job, field, a, b, scope) for a, b in ranges],
+                "INSERT INTO windows (job, field, start, end, scope, status, total) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(job, field, a, b, scope, status, total) for a, b in ranges],
             )
 
     async def windows(self, job: str, *statuses: str) -> list[Window]:

@@ -158,3 +158,20 @@ def test_plan_only_sizes_the_windows_without_a_page_and_keeps_the_plan(crowded, 
     keys, repeated = output_keys(tmp_path / "events")
     subjects = {w["DOI"].lower() for w in crowded.works if first <= w["created"]["date-time"][:10] <= last}
     assert keys == {k for k in crowded.expected if k[0] in subjects} and not repeated
+
+
+async def test_the_earliest_look_up_counts_the_range_too(tmp_path):
+    """A backfill without --from asks for the earliest created work with the range's end as a
+    filter: that answer's total-results is the whole range's count, so no count is asked for
+    before the first page (a range that fits one page starts at once)."""
+    corpus = generate(90, seed=29)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path, rows=ROWS, window_pages=WINDOW_PAGES)
+        outcome = await backfill(config, asyncio.Event())
+        kinds = dict(sim.stats.requests_by_kind)
+    assert outcome.code == 0, outcome.message
+    assert kinds.get("other") == 1 and "count" not in kinds and "facet" not in kinds, kinds
+    windows = _windows(tmp_path / "state.sqlite3", "backfill")
+    assert [(status, total) for *_, status, total in windows] == [("done", len(corpus.works))], windows
+    keys, repeated = output_keys(tmp_path / "events")
+    assert keys == corpus.expected and not repeated
