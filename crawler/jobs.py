@@ -111,6 +111,7 @@ async def crawl_job(config: Config, store: Store, client: ApiClient, output: Out
                               concurrency=lambda: client.limiter.concurrency)
             scroller = WindowScroller(crawl, job, planner, scope)
             planner.running_left, planner.scrolling = scroller.running_left, scroller.scrolling
+            planner.free_slots = scroller.free_slots
             await scroller.run()
         finally:
             reporter.cancel()

@@ -365,8 +365,13 @@ class Store:
         status = "done" if total == 0 else "pending"
         async with self.transaction() as db:
             await db.execute(
-                "UPDATE windows SET status = ?, total = ? WHERE id = ?", (status, total, window_id)
+                "UPDATE windows SET status = ?, total = ? WHERE id = ? AND status = 'unsized'", (status, total, window_id)
             )
+
+    async def size_running(self, window_id: int, total: int) -> None:
+        """A window started unsized: its first page's total-results is its size."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE windows SET total = ? WHERE id = ? AND total IS NULL", (total, window_id))
 
     async def clear_windows(self, job: str, *statuses: str) -> None:
         marks = ",".join("?" * len(statuses))
@@ -426,7 +431,7 @@ class Store:
             cursor = await db.execute(
                 "UPDATE windows SET status='running', attempts=attempts+1, received=0, works=0, "
                 "cursor=NULL WHERE id = ? AND field = ? AND start = ? AND end = ? AND scope = ? "
-                "AND status IN ('pending', 'running')",
+                "AND status IN ('pending', 'running', 'unsized')",
                 (window.id, window.field, window.start, window.end, window.scope),
             )
             return cursor.rowcount == 1
@@ -450,8 +455,9 @@ class Store:
         on a new run: 'short' and 'failed', with a fresh streak)."""
         marks = ",".join("?" * len(statuses))
         async with self.transaction() as db:
-            cur = await db.execute(
-                f"UPDATE windows SET status='pending', short_runs=0 WHERE job=? AND status IN ({marks})",
+            cur = await db.execute(  # one started unsized and stopped before its first page: unsized again
+                "UPDATE windows SET status=CASE WHEN total IS NULL THEN 'unsized' ELSE 'pending' END, short_runs=0 "
+                f"WHERE job=? AND status IN ({marks})",
                 (job, *statuses),
             )
         return cur.rowcount
