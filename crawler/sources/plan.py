@@ -152,7 +152,11 @@ class Planner:
     async def fits(self, window: Window, total: int, others_left: list[int]) -> bool:
         """May the scroll of a window started unsized go on, now that its first page says how
         many works it holds (`others_left`: what the other scrolls under way still have to
-        deliver)? Not when the plan would cut it, were it waiting with that size for its slot."""
+        deliver)? Yes when it holds about what the cut expected of it (the cut was made for the
+        shares then); else not when the plan would cut it, were it waiting with that size for its
+        slot (the range's works are not spread evenly over its days)."""
+        if total <= (self.expected(window) or 0) * SLACK:
+            return True
         sized = dataclasses.replace(window, total=total)
         pending = [w for w in await self.store.windows(self.job, "pending") if w.id != window.id]
         unsized = sum(self.expected(w) or 0 for w in await self.store.windows(self.job, "unsized"))
