@@ -111,6 +111,7 @@ async def crawl_job(config: Config, store: Store, client: ApiClient, output: Out
                               concurrency=lambda: client.limiter.concurrency)
             scroller = WindowScroller(crawl, job, planner, scope)
             planner.running_left, planner.scrolling = scroller.running_left, scroller.scrolling
+            planner.free_slots = scroller.free_slots
             await scroller.run()
         finally:
             reporter.cancel()
@@ -197,8 +198,13 @@ async def backfill(config: Config, stop: asyncio.Event, *, plan: bool = False) -
             )
         if "backfill_from" not in meta:
             until = config.date_until or _today()
+            total = None  # the range's count: the earliest look-up gives it, else the plan asks
             try:
-                start = config.date_from or await client.earliest_created(config.scope) or until
+                if config.date_from:
+                    start = config.date_from
+                else:
+                    first, total = await client.earliest_created(config.scope, until)
+                    start = first or until
             except CrawlerError:
                 await _note_failure(store, client)
                 raise
@@ -212,7 +218,7 @@ async def backfill(config: Config, stop: asyncio.Event, *, plan: bool = False) -
                     "backfill_started_at": utc_now(),
                 }
             )
-            await store.add_windows("backfill", "created-date", [(start.isoformat(), until.isoformat())])
+            await store.add_windows("backfill", "created-date", [(start.isoformat(), until.isoformat())], total=total)
         if plan:
             return await plan_only(config, store, client, "backfill", f"{start}..{until}")
         result = await crawl_job(config, store, client, output, "backfill", stop, config.scope)

@@ -351,11 +351,14 @@ class Store:
             await db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k, v in values.items() if v is None])
 
     # -- the plan ----------------------------------------------------------------------
-    async def add_windows(self, job: str, field: str, ranges: Iterable[tuple[str, str]], scope: str = "") -> None:
+    async def add_windows(self, job: str, field: str, ranges: Iterable[tuple[str, str]], scope: str = "",
+                          total: int | None = None) -> None:
+        """New windows, unsized, or all of this `total` when it is known already."""
+        status = "unsized" if total is None else "done" if total == 0 else "pending"
         async with self.transaction() as db:
             await db.executemany(
-                "INSERT INTO windows (job, field, start, end, scope, status) VALUES (?, ?, ?, ?, ?, 'unsized')",
-                [(job, field, a, b, scope) for a, b in ranges],
+                "INSERT INTO windows (job, field, start, end, scope, status, total) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(job, field, a, b, scope, status, total) for a, b in ranges],
             )
 
     async def windows(self, job: str, *statuses: str) -> list[Window]:
@@ -372,8 +375,13 @@ class Store:
         status = "done" if total == 0 else "pending"
         async with self.transaction() as db:
             await db.execute(
-                "UPDATE windows SET status = ?, total = ? WHERE id = ?", (status, total, window_id)
+                "UPDATE windows SET status = ?, total = ? WHERE id = ? AND status = 'unsized'", (status, total, window_id)
             )
+
+    async def size_running(self, window_id: int, total: int) -> None:
+        """A window started unsized: its first page's total-results is its size."""
+        async with self.transaction() as db:
+            await db.execute("UPDATE windows SET total = ? WHERE id = ? AND total IS NULL", (total, window_id))
 
     async def clear_windows(self, job: str, *statuses: str) -> None:
         marks = ",".join("?" * len(statuses))
@@ -433,7 +441,7 @@ class Store:
             cursor = await db.execute(
                 "UPDATE windows SET status='running', attempts=attempts+1, received=0, works=0, "
                 "cursor=NULL WHERE id = ? AND field = ? AND start = ? AND end = ? AND scope = ? "
-                "AND status IN ('pending', 'running')",
+                "AND status IN ('pending', 'running', 'unsized')",
                 (window.id, window.field, window.start, window.end, window.scope),
             )
             return cursor.rowcount == 1
@@ -457,8 +465,9 @@ class Store:
         on a new run: 'short' and 'failed', with a fresh streak)."""
         marks = ",".join("?" * len(statuses))
         async with self.transaction() as db:
-            cur = await db.execute(
-                f"UPDATE windows SET status='pending', short_runs=0 WHERE job=? AND status IN ({marks})",
+            cur = await db.execute(  # one started unsized and stopped before its first page: unsized again
+                "UPDATE windows SET status=CASE WHEN total IS NULL THEN 'unsized' ELSE 'pending' END, short_runs=0 "
+                f"WHERE job=? AND status IN ({marks})",
                 (job, *statuses),
             )
         return cur.rowcount

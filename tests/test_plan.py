@@ -158,3 +158,74 @@ def test_plan_only_sizes_the_windows_without_a_page_and_keeps_the_plan(crowded, 
     keys, repeated = output_keys(tmp_path / "events")
     subjects = {w["DOI"].lower() for w in crowded.works if first <= w["created"]["date-time"][:10] <= last}
     assert keys == {k for k in crowded.expected if k[0] in subjects} and not repeated
+
+
+async def test_the_earliest_look_up_counts_the_range_too(tmp_path):
+    """A backfill without --from asks for the earliest created work with the range's end as a
+    filter: that answer's total-results is the whole range's count, so no count is asked for
+    before the first page (a range that fits one page starts at once)."""
+    corpus = generate(90, seed=29)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path, rows=ROWS, window_pages=WINDOW_PAGES)
+        outcome = await backfill(config, asyncio.Event())
+        kinds = dict(sim.stats.requests_by_kind)
+    assert outcome.code == 0, outcome.message
+    assert kinds.get("other") == 1 and "count" not in kinds and "facet" not in kinds, kinds
+    windows = _windows(tmp_path / "state.sqlite3", "backfill")
+    assert [(status, total) for *_, status, total in windows] == [("done", len(corpus.works))], windows
+    keys, repeated = output_keys(tmp_path / "events")
+    assert keys == corpus.expected and not repeated
+
+
+async def test_parts_cut_without_counts_are_sized_by_their_first_page(tmp_path):
+    """A range cut into many parts inserts them unsized; free scroll slots take them at once,
+    with no count but the range's before their first pages, and each first page's
+    total-results is the part's size (recorded, and exact: checked against the API's own
+    evaluation of each window). Fewer counts are asked than there are windows holding works:
+    only what waits for the last round of windows is counted, for the tail."""
+    corpus = generate(3000, seed=31)
+    first, last = date(2005, 1, 1), date(2024, 12, 31)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        counted_before: list[int] = []  # counts asked before each of the first pages
+
+        def first_pages(filters: dict[str, str], page: int) -> None:
+            if page == 1:
+                counted_before.append(sim.stats.requests_by_kind["count"])
+
+        sim.app.on_page = first_pages
+        config = crawler_config(sim.url, tmp_path, rows=ROWS, window_pages=WINDOW_PAGES,
+                                date_from=first, date_until=last)
+        outcome = await backfill(config, asyncio.Event())
+        kinds = dict(sim.stats.requests_by_kind)
+    assert outcome.code == 0, outcome.message
+    assert counted_before[:3] == [1, 1, 1], f"counts before the first three pages: {counted_before[:3]}"
+    windows = _windows(tmp_path / "state.sqlite3", "backfill")
+    holding = [w for w in windows if w[-1]]
+    assert kinds.get("count", 0) < len(holding), (kinds, len(holding))
+    wanted = {w["DOI"].lower() for w in corpus.works}
+    _assert_partition(corpus, windows, wanted)
+    keys, repeated = output_keys(tmp_path / "events")
+    assert keys == corpus.expected and not repeated
+
+
+async def test_a_part_too_big_for_its_slot_is_cut_after_its_first_page_and_loses_nothing(crowded, tmp_path, caplog):
+    """A part started unsized whose first page says it holds far more than its share (here
+    the crowded day, in the first part of the range) goes back to the plan: its page is
+    dropped, not committed, and the parts it is cut into deliver its works, each once."""
+    first, last = date(2019, 5, 1), date(2024, 12, 31)
+    caplog.set_level("INFO", logger="crawler.sources.windows")
+    async with Simulator(crowded, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path, rows=ROWS, window_pages=WINDOW_PAGES,
+                                date_from=first, date_until=last)
+        outcome = await backfill(config, asyncio.Event())
+    assert outcome.code == 0, outcome.message
+    assert any("cut before it scrolls" in r.getMessage() for r in caplog.records), "no part was cut after its first page"
+    wanted = {w["DOI"].lower() for w in crowded.works if first.isoformat() <= w["created"]["date-time"][:10] <= last.isoformat()}
+    windows = _windows(tmp_path / "state.sqlite3", "backfill")
+    _assert_partition(crowded, windows, wanted)
+    con = sqlite3.connect(f"file:{tmp_path / 'state.sqlite3'}?mode=ro", uri=True)
+    works = con.execute("SELECT sum(works) FROM windows WHERE job = 'backfill'").fetchone()[0]
+    con.close()
+    assert works == len(wanted), "a work was counted twice, or the dropped page was committed"
+    keys, repeated = output_keys(tmp_path / "events")
+    assert keys == {k for k in crowded.expected if k[0] in wanted} and not repeated

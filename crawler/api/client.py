@@ -205,13 +205,15 @@ class ApiClient:
 
         return await self._with_retries(attempt, self.health)
 
-    async def earliest_created(self, filter_: str = "") -> date | None:
-        """The created date of the oldest registered work, or None for an empty corpus."""
+    async def earliest_created(self, filter_: str = "", until: date | None = None) -> tuple[date | None, int]:
+        """The created date of the oldest registered work (None for an empty corpus), and how
+        many works were created up to `until`: the whole range's count, from the same answer."""
 
-        async def attempt() -> date | None:
+        async def attempt() -> tuple[date | None, int]:
+            scope = ",".join(f for f in (f"until-created-date:{until}" if until else "", filter_) if f)
             params = {"sort": "created", "order": "asc", "rows": "1", "select": "DOI,created"}
-            if filter_:
-                params["filter"] = filter_
+            if scope:
+                params["filter"] = scope
             return _decode_first_created(await self.works_once(params, kind="count"))
 
         return await self._with_retries(attempt, self.health)
@@ -415,6 +417,7 @@ class _Created(msgspec.Struct):
 
 class _FirstMessage(msgspec.Struct):
     items: list[_Created]
+    total_results: int = msgspec.field(name="total-results")
 
 
 class _FirstEnvelope(msgspec.Struct):
@@ -460,18 +463,19 @@ def _decode_count(body: bytes) -> int:
         raise _bad_body("count") from None
 
 
-def _decode_first_created(body: bytes) -> date | None:
+def _decode_first_created(body: bytes) -> tuple[date | None, int]:
     try:
-        items = msgspec.json.decode(body, type=_FirstEnvelope).message.items
+        message = msgspec.json.decode(body, type=_FirstEnvelope).message
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise _bad_body("work list") from None
+    items = message.items
     if not items or not items[0].created:
-        return None
+        return None, message.total_results
     created = items[0].created
     try:
         if isinstance(created.get("date-time"), str):
-            return date.fromisoformat(created["date-time"][:10])
-        return date(*created["date-parts"][0][:3])
+            return date.fromisoformat(created["date-time"][:10]), message.total_results
+        return date(*created["date-parts"][0][:3]), message.total_results
     except (TypeError, ValueError, KeyError, IndexError):
         raise _bad_body("created date") from None
 

@@ -10,8 +10,11 @@ first minute to the last, so the plan sizes windows for the slots, not only for 
   is cut into one window per slot, and at the end the last windows are small and end
   together instead of leaving one lonely scroll.
 - Cutting a range of days: into parts of equal length (as many as the share asks for, at
-  most MAX_PARTS), counted with rows=0 but for the last, which is the rest; many parts are
-  sized one by one, and may start as their counts come in. A part holding most of its
+  most MAX_PARTS), counted with rows=0 but for the last, which is the rest. Many parts (more
+  than three) are not counted: a free scroll slot takes one at once and its first page's
+  `total-results` sizes it, with no count; one far over its share goes back to be cut, its
+  page dropped (`fits`). The parts still waiting are counted once they fit in one round of
+  windows: their sizes decide how the last windows are cut. A part holding most of its
   range's works holds a bulk-deposit day: it is cut by kind next.
 - Cutting below a day (or a crowded range): by a second filter that partitions it exactly —
   the work type (one `facet=type-name:*` request gives every value and its count, accepted
@@ -30,6 +33,7 @@ limits with the pages (one at a time once scrolls are under way, ahead of their 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import math
 import logging
@@ -87,6 +91,13 @@ class Planner:
         # Planning requests in flight: all the API's slots while nothing scrolls, one once
         # scrolls are under way (ahead of their pages: see `ApiClient.count`).
         self.scrolling: Callable[[], int] = lambda: 0
+        # Scroll slots free for a window (the scroller's), and the unsized windows a scroll took
+        # (its first page's total-results sizes it) or a count is under way for.
+        self.free_slots: Callable[[], int] | None = None  # None: no scroller (`plan_only`), all is counted
+        self.claimed: set[int] = set()
+        self.sizing: set[int] = set()
+        self._guessed: dict[tuple[str, str, str, str], int] = {}  # parts cut unsized: the size expected
+        self._unsized_expected = 0  # what the parts waiting unsized are expected to hold, together
         self._gate = LiveSemaphore(lambda: PARALLEL_SCROLLING if self.scrolling() else PARALLEL)
         self._poked = asyncio.Event()
 
@@ -95,7 +106,8 @@ class Planner:
         self._poked.set()
 
     # -- what may start ------------------------------------------------------------------
-    def allowed(self, pending: list[Window]) -> dict[int, int]:
+    def allowed(self, pending: list[Window], lefts: list[int] | None = None,
+                unsized: int | None = None) -> dict[int, int]:
         """The most works each sized waiting window may hold when it starts (at most
         `window_pages` pages, at least one), so that every scroll slot ends when the others do.
 
@@ -103,13 +115,15 @@ class Planner:
         is each slot's fair share. Waiting windows go, the largest first, to the slot that frees
         first (an idle one at once); each may hold what its slot still needs to reach its share.
         A window over that is cut while the scrolls work, so the last windows are small and end
-        together instead of leaving one lonely scroll at the end.
+        together instead of leaving one lonely scroll at the end. Parts not counted yet count in
+        the share at the size expected (`unsized`: their sum, the last one seen by default).
         """
         lanes = max(1, self.concurrency())
-        lefts = sorted(self.running_left())[-lanes:]
+        lefts = sorted(self.running_left() if lefts is None else lefts)[-lanes:]
         lefts = [0] * (lanes - len(lefts)) + lefts  # an idle slot has nothing left
         sized = sorted((w for w in pending if w.total is not None), key=lambda w: -(w.total or 0))
-        share = (sum(w.total or 0 for w in sized) + sum(lefts)) / lanes
+        unsized = self._unsized_expected if unsized is None else unsized
+        share = (sum(w.total or 0 for w in sized) + sum(lefts) + unsized) / lanes
         heapq.heapify(lefts)
         allowed: dict[int, int] = {}
         for window in sized:
@@ -126,11 +140,39 @@ class Planner:
     def startable(self, window: Window, allowed: dict[int, int]) -> bool:
         return window.id not in self._cutting and not self._too_big(window, allowed)
 
+    def expected(self, window: Window) -> int | None:
+        """The size expected of a part cut without counts: its share of what its range held."""
+        return self._guessed.get((window.field, window.start, window.end, window.scope))
+
+    def startable_unsized(self, window: Window) -> bool:
+        """May a free slot take this unsized window, its first page sizing it? A part of a cut
+        made without counts (expected to fit), whose count is not under way."""
+        return window.id not in self.sizing and self.expected(window) is not None
+
+    async def fits(self, window: Window, total: int, others_left: list[int]) -> bool:
+        """May the scroll of a window started unsized go on, now that its first page says how
+        many works it holds (`others_left`: what the other scrolls under way still have to
+        deliver)? Yes when it holds about what the cut expected of it (the cut was made for the
+        shares then); else not when the plan would cut it, were it waiting with that size for its
+        slot (the range's works are not spread evenly over its days)."""
+        if total <= (self.expected(window) or 0) * SLACK:
+            return True
+        sized = dataclasses.replace(window, total=total)
+        pending = [w for w in await self.store.windows(self.job, "pending") if w.id != window.id]
+        unsized = sum(self.expected(w) or 0 for w in await self.store.windows(self.job, "unsized"))
+        return not self._too_big(sized, self.allowed([*pending, sized], others_left, unsized))
+
     # -- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
         """Size and cut windows until cancelled (the scroller cancels it when all is done)."""
         while True:
-            unsized = await self.store.windows(self.job, "unsized")
+            unsized = [w for w in await self.store.windows(self.job, "unsized") if w.id not in self.claimed]
+            self._unsized_expected = sum(self.expected(w) or 0 for w in unsized)
+            if self.free_slots is not None and any(self.startable_unsized(w) for w in unsized) \
+                    and not await self._near_the_end(unsized, self.free_slots()):
+                # Parts expected to fit: free slots take them, their first pages sizing them with
+                # no count, until the plan's end is near and its last windows must be sized.
+                unsized = [w for w in unsized if not self.startable_unsized(w)]
             if unsized:
                 self.idle = False
                 await asyncio.gather(*(self._size(w) for w in unsized))
@@ -151,13 +193,22 @@ class Planner:
                     self._cutting.difference_update(w.id for w in big)
                 self.changed.set()
                 continue
-            self.idle = True
+            self.idle = not await self.store.windows(self.job, "unsized")
             self.changed.set()
             self._poked.clear()
             try:
                 await asyncio.wait_for(self._poked.wait(), timeout=0.25)
             except asyncio.TimeoutError:
                 pass
+
+    async def _near_the_end(self, unsized: list[Window], free: int) -> bool:
+        """With no free slot to take them, does what waits (unsized parts at the size expected)
+        fit in one round of windows, so that how it is cut decides how the scrolls end?"""
+        if free > 0:
+            return False
+        waiting = sum(w.total or 0 for w in await self.store.windows(self.job, "pending"))
+        waiting += sum(self.expected(w) or 0 for w in unsized)
+        return waiting <= max(1, self.concurrency()) * self.max_target
 
     def _filter(self, window: Window, *extra: str) -> str:
         return _join(window.filter, self.scope, *extra)
@@ -170,7 +221,16 @@ class Planner:
             self._gate.release()
 
     async def _size(self, window: Window) -> None:
-        await self.store.size_window(window.id, await self._count(self._filter(window)))
+        await self._gate.acquire()
+        try:
+            if window.id in self.claimed:
+                return  # a scroll took it meanwhile: its first page sizes it
+            self.sizing.add(window.id)
+            total = await self.client.count(self._filter(window))
+            await self.store.size_window(window.id, total)
+        finally:
+            self._gate.release()
+            self.sizing.discard(window.id)
         self.changed.set()  # it may start now
 
     async def _coalesce(self, pending: list[Window]) -> bool:
@@ -221,8 +281,11 @@ class Planner:
         ranges = parts(start, end, min(MAX_PARTS, _parts_for(total, limit, self.max_target)))
         if len(ranges) > 3:
             # Many parts: each is sized (and may start) on its own as its count comes in, for
-            # the counts queue behind the API's rate.
-            await self._replace(window, [(a.isoformat(), b.isoformat(), window.scope, None) for a, b in ranges])
+            # the counts queue behind the API's rate; or a free slot takes it unsized, its first
+            # page sizing it (`fits`).
+            if await self._replace(window, [(a.isoformat(), b.isoformat(), window.scope, None) for a, b in ranges]):
+                self._guessed.update(((window.field, a.isoformat(), b.isoformat(), window.scope), total // len(ranges))
+                                     for a, b in ranges)
             return
         counts = list(await asyncio.gather(*(
             self._count(_join(f"from-{window.field}:{a},until-{window.field}:{b}", window.scope, self.scope))

@@ -4,6 +4,10 @@ A window ends on an empty `items` page, or, lying wholly in the past, once it ha
 the `total-results` of its first page (the scroll's snapshot; later pages may count works
 indexed since). Only distinct works count, within a page and across pages.
 
+A free slot may take a window the plan has not counted (a part of a cut into many): its
+first page's `total-results` is its size, unless the plan finds it too big for a slot
+(`Planner.fits`); then that page is dropped, not committed, and the window goes back to be cut.
+
 Failures are never final. A request is retried where it failed (see `ApiClient`); a scroll
 that breaks (expired cursor, a page that is not a page) starts over from `cursor=*` after a
 pause; a page over the size cap makes its window start over with half the rows. A scroll
@@ -19,6 +23,7 @@ drops the links already written, so nothing is lost and nothing is repeated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -83,6 +88,8 @@ class _Scroll:
     received: int = 0  # distinct works
     finished: bool = False
     fetching: bool = True  # requests still to send: the scroll holds one of the API's slots
+    dropped: bool = False  # started unsized, its first page said it is too big: back to the plan
+    expected: int = 0  # started unsized: what the plan expects it to hold, until its first page says
     tainted: bool = False  # an answer was lost after the scroll may have moved: a page may be missing
     subjects: DistinctSet = field(default_factory=DistinctSet)
 
@@ -104,6 +111,8 @@ class WindowScroller:
         self.rows = config.rows
         self.pause_initial, self.pause_max = config.retry_initial_s, config.retry_max_s
         self._scrolls: dict[int, _Scroll] = {}  # the scroll under way of each running window
+        self._active: dict[int, asyncio.Task[None]] = {}  # each running window's task
+        self._sized: dict[int, int] = {}  # windows started unsized: the size their first page gave
 
     def _filter(self, window: Window) -> str:
         return f"{window.filter},{self.scope}" if self.scope else window.filter
@@ -112,25 +121,31 @@ class WindowScroller:
         """Scrolls with requests still to send."""
         return sum(1 for s in self._scrolls.values() if s.fetching)
 
-    def running_left(self) -> list[int]:
+    def free_slots(self) -> int:
+        """Scroll slots a window may take now: the limiter's concurrency, less the windows with
+        requests still to send (a window whose last request is answered leaves its slot to the
+        next one while its pages are committed); in an outage, only one window, as the probe."""
+        fetching = sum(1 for i in self._active if (s := self._scrolls.get(i)) is None or s.fetching)
+        room = self.crawl.client.limiter.concurrency - fetching
+        if self.crawl.client.health.down:  # an outage: start nothing new, but for one window
+            room = 0 if fetching else min(room, 1)  # when none runs: its request is the probe
+        return room
+
+    def running_left(self, exclude: int | None = None) -> list[int]:
         """Works still to come of each scroll with requests to send (for the plan's tail)."""
-        return [max(0, (s.total or 0) - s.received) for s in self._scrolls.values() if s.fetching]
+        return [max(0, (s.expected if s.total is None else s.total) - s.received)
+                for i, s in self._scrolls.items() if s.fetching and i != exclude]
 
     async def run(self) -> None:
         """Keep as many windows scrolling as the limiter allows until none is left."""
         crawl, planner = self.crawl, self.planner
-        active: dict[int, asyncio.Task[None]] = {}
+        active = self._active
         planning = asyncio.create_task(planner.run())
         try:
             while not crawl.stopping.is_set():
                 planner.changed.clear()
                 pending = await crawl.store.windows(self.job, "pending")
-                # A window whose last request is answered leaves its slot to the next one while
-                # its pages are committed.
-                fetching = sum(1 for i in active if (s := self._scrolls.get(i)) is None or s.fetching)
-                room = crawl.client.limiter.concurrency - fetching
-                if crawl.client.health.down:  # an outage: start nothing new, but for one window
-                    room = 0 if fetching else min(room, 1)  # when none runs: its request is the probe
+                room = self.free_slots()
                 if room > 0:
                     allowed = planner.allowed(pending)
                     for window in pending:  # the largest first
@@ -140,7 +155,18 @@ class WindowScroller:
                             continue
                         active[window.id] = asyncio.create_task(self.crawl_window(window))
                         room -= 1
-                if not active and not pending and planner.idle:
+                unsized = await crawl.store.windows(self.job, "unsized")
+                if room > 0:  # a slot nothing sized may take: a part the plan expects to fit, unsized
+                    for window in unsized:  # the earliest first
+                        if room <= 0:
+                            break
+                        if window.id in active or window.id in planner.claimed or not planner.startable_unsized(window):
+                            continue
+                        planner.claimed.add(window.id)  # no count for it now: its first page sizes it
+                        active[window.id] = asyncio.create_task(self.crawl_window(window))
+                        room -= 1
+                        planner.poke()
+                if not active and not pending and not unsized and planner.idle:
                     break
                 waiting: set[asyncio.Future] = {*active.values(), planning}
                 changed = asyncio.ensure_future(planner.changed.wait())
@@ -151,6 +177,7 @@ class WindowScroller:
                 for window_id, task in list(active.items()):
                     if task.done():
                         del active[window_id]
+                        self._sized.pop(window_id, None)
                         task.result()  # a fatal error stops the run
                         planner.poke()
                 if planning.done():
@@ -167,6 +194,8 @@ class WindowScroller:
         short_runs, short_received = window.short_runs, window.short_received
         pause = self.pause_initial
         while not self.crawl.stopping.is_set():
+            if window.total is None and window.id in self._sized:  # sized by its first page: a restart keeps it
+                window = dataclasses.replace(window, total=self._sized.pop(window.id))
             if not await store.start_window(window):
                 return  # cut or merged by the plan since it was read: its days are elsewhere
             try:
@@ -183,6 +212,11 @@ class WindowScroller:
                 log.warning("window %s: %s; starting it over in %.0f s", window.describe(), exc, pause)
                 await store.end_window(window.id, "running", error=str(exc))
             else:
+                if scroll.dropped:  # too big for its slot: the plan cuts it first
+                    log.info("window %s holds %d works: cut before it scrolls", window.describe(), scroll.total)
+                    await store.end_window(window.id, "pending", total=scroll.total)
+                    self.planner.poke()
+                    return
                 if scroll.total is None or scroll.received >= scroll.total:
                     await store.end_window(window.id, "done", total=scroll.total)
                     return
@@ -197,7 +231,8 @@ class WindowScroller:
                         log.warning("window %s: %s, %d times in a row: left short", window.describe(),
                                     reason, short_runs)
                         await store.end_window(window.id, "short", error=f"{reason} ({short_runs} times in a row)",
-                                               short_runs=short_runs, short_received=short_received)
+                                               total=scroll.total, short_runs=short_runs,
+                                               short_received=short_received)
                         return
                     log.warning("window %s: %s (%d in a row); starting it over", window.describe(), reason, short_runs)
                 await store.end_window(window.id, "running", error=reason, short_runs=short_runs,
@@ -218,7 +253,7 @@ class WindowScroller:
         # This window's bodies in memory: one parsing (or waiting for a parser), one arriving.
         room = asyncio.Semaphore(2)
         params = {"filter": self._filter(window), "rows": str(rows), "select": ",".join(SELECT_FIELDS)}
-        state = self._scrolls[window.id] = _Scroll(total=window.total)
+        state = self._scrolls[window.id] = _Scroll(total=window.total, expected=self.planner.expected(window) or 0)
         past = _past(window)
         held = 0  # bodies held of `crawl.bodies`: given back as pages are parsed, the rest at the end
 
@@ -235,6 +270,19 @@ class WindowScroller:
                 held += 1
                 body = await crawl.client.works({**params, "cursor": cursor}, on_retry=lost if cursor != "*" else None)
                 head = scan_head(body)
+                if pages == 0 and window.total is None and head.total is not None and not head.empty \
+                        and not await self.planner.fits(window, head.total, self.running_left(exclude=window.id)):
+                    # Started unsized, and larger than the plan lets a window start: its page is
+                    # dropped (its works come with the window's parts) and the plan cuts it.
+                    del body
+                    room.release()
+                    held -= 1
+                    crawl.bodies.release()
+                    state.total, state.dropped, state.finished = head.total, True, True
+                    break
+                if pages == 0 and window.total is None and head.total is not None:
+                    self._sized[window.id] = head.total
+                    await crawl.store.size_running(window.id, head.total)
                 queue.put_nowait(body)
                 del body  # the queue's now: freed as soon as it is parsed, not at the next answer
                 if head.empty:
