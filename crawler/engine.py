@@ -189,7 +189,7 @@ class Crawl:
             # Plain Python over every link of the page: in a thread, so the loop keeps sending.
             chosen = await asyncio.to_thread(select_new, works, seen_blobs, agencies, problems)
             data = await self.parse(render, chosen.groups, utc_now()) if chosen.groups else b""
-            return Rendered(data, chosen.events, chosen.seen, chosen.counts, chosen.unknown)  # type: ignore[arg-type]
+            return Rendered(data, chosen.events, chosen.seen, chosen.counts, chosen.unknown)
 
         subjects = [w.subject for w in works] + problem_subjects(problems, works)
         await self.commit_selected(subjects, page.prefixes, select, works=len(works), window=window, unit=unit,

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -310,7 +310,7 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
         await store.set_meta({"snapshot_paths": json.dumps(known + [p for p in given if p not in known]),
                               "snapshot_started_at": meta.get("snapshot_started_at") or utc_now()})
         # The lanes are the snapshot's parser processes: they select and render too.
-        async with started_crawl(replace(config, parsers=1), store, client, output, stop, parse_pool=False) as crawl:
+        async with started_crawl(config, store, client, output, stop, parse_pool=False) as crawl:
             tally = await ingest(crawl, paths, config.parsers)
         records = (await store.unit_summary("snapshot:"))["records"]
         settings: dict[str, str | None] = {"snapshot_records": str(records)}

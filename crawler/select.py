@@ -128,12 +128,12 @@ def select_new(
 
 
 class Rendered(NamedTuple):
-    """A `Selection` with its events rendered and its seen sets packed: what a parser process
-    that selected a batch itself hands the commit path (`Crawl.commit_selected`)."""
+    """A `Selection` with its events rendered: what the commit path writes (`Crawl.commit_selected`).
+    A parser process that selected the batch itself packs the seen sets it hands back."""
 
     data: bytes  # one gzip member of event lines (b"" when no event)
     events: int
-    seen: dict[int, bytes]  # packed (`store.pack`) seen sets of the subjects that changed
+    seen: dict[int, bytes] | dict[int, set[int]]  # the changed subjects' seen sets, packed (`store.pack`) or not
     counts: Counter[str]
     unknown: dict[tuple[str, str], int]
 

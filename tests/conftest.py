@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -97,6 +98,24 @@ def read_events(out: Path) -> list[dict]:
 
 def event_key(event: dict) -> tuple[str, str, str]:
     return (event["subj_id"].removeprefix(DOI_URL), event["relation_type_id"], event["obj_id"].removeprefix(DOI_URL))
+
+
+def committed_pages(state: Path) -> int:
+    """Pages the state has committed (0 before it exists), read beside a live run."""
+    try:
+        con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
+        try:
+            row = con.execute("SELECT value FROM counters WHERE name='pages'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+    return row[0] if row else 0
+
+
+def child_pids(pid: int) -> list[int]:
+    """A process's children (listed per thread that started them)."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
 
 
 def output_keys(out: Path) -> tuple[set[tuple[str, str, str]], Counter]:

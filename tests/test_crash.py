@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from crawler.simulator.app import SimulatorThread
-from tests.conftest import ROOT, crawler_args, fast_sim_config, output_keys, run_crawler
+from tests.conftest import ROOT, committed_pages, crawler_args, fast_sim_config, output_keys, run_crawler
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +31,8 @@ def _wait_for_pages(state, n: int, timeout: float = 30.0) -> None:
     """Block until the crawler has committed n pages (polling the state file read-only)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
-            row = con.execute("SELECT value FROM counters WHERE name='pages'").fetchone()
-            con.close()
-            if row and row[0] >= n:
-                return
-        except sqlite3.Error:
-            pass
+        if committed_pages(state) >= n:
+            return
         time.sleep(0.05)
     raise AssertionError(f"the crawler did not commit {n} pages within {timeout} s")
 

@@ -31,7 +31,7 @@ from crawler.jobs import backfill
 from crawler.sources.windows import SHORT_RUNS
 from crawler.simulator.app import Faults, LimitChange, PoolLimits, SimConfig, Simulator, SimulatorThread
 from crawler.simulator.corpus import generate
-from tests.conftest import FAST_POOLS, ROOT, crawler_args, crawler_config, fast_sim_config, output_keys, run_crawler
+from tests.conftest import FAST_POOLS, ROOT, committed_pages, crawler_args, crawler_config, fast_sim_config, output_keys, run_crawler
 
 FIRST_DAY, LAST_DAY = date(2005, 1, 1), date(2024, 12, 31)  # the generated corpus's created dates
 TIMEOUT_S = 1.0  # the crawler gives up on a stalled response after this long
@@ -145,16 +145,8 @@ async def test_a_cursor_left_idle_past_its_ttl_during_a_run(corpus, tmp_path):
 async def _wait_for_pages(state: Path, n: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
-            try:
-                row = con.execute("SELECT value FROM counters WHERE name='pages'").fetchone()
-            finally:
-                con.close()
-            if row and row[0] >= n:
-                return
-        except sqlite3.Error:
-            pass
+        if committed_pages(state) >= n:
+            return
         await asyncio.sleep(0.02)
     raise AssertionError(f"the crawler did not commit {n} pages within {timeout} s")
 

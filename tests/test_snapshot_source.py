@@ -29,7 +29,7 @@ from crawler.simulator.app import Simulator, SimulatorThread
 from crawler.simulator.corpus import Corpus, generate
 from crawler.simulator.snapshot import FORMATS, write_snapshot
 from crawler.status import status_report
-from tests.conftest import ROOT, crawler_config, fast_sim_config, output_keys
+from tests.conftest import ROOT, child_pids, crawler_config, fast_sim_config, output_keys
 
 
 def _currency(works: list[dict]) -> str:
@@ -175,9 +175,7 @@ async def test_the_same_records_read_side_by_side_are_emitted_once(tmp_path, cor
 
 def _lanes() -> list[int]:
     """The lanes' processes: the forkserver's children (the forkserver is ours)."""
-    def children(pid: int) -> list[int]:
-        return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
-    return [lane for server in children(os.getpid()) for lane in children(server)]
+    return [lane for server in child_pids(os.getpid()) for lane in child_pids(server)]
 
 
 async def test_a_lane_process_that_dies_is_replaced_and_nothing_is_lost_or_repeated(tmp_path, caplog):

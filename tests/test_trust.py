@@ -35,7 +35,7 @@ from crawler.simulator.xmlrender import render_deposit
 from crawler.sink import Sink
 from crawler.sources import xmlfiles
 from crawler.status import status_report
-from tests.conftest import FAST_POOLS, ROOT, crawler_args, crawler_config, fast_sim_config, output_keys, run_crawler
+from tests.conftest import FAST_POOLS, ROOT, crawler_args, committed_pages, crawler_config, fast_sim_config, output_keys, run_crawler
 
 FIRST_DAY, LAST_DAY = date(2005, 1, 1), date(2024, 12, 31)  # the generated corpora's created dates
 RANGE = ["--from", FIRST_DAY.isoformat(), "--until", LAST_DAY.isoformat()]
@@ -118,27 +118,14 @@ def _sink_position(state: Path) -> tuple[int, int]:
         con.close()
 
 
-def _committed_pages(state: Path) -> int:
-    """Pages the state has committed (0 before it exists), read beside a live run."""
-    try:
-        con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
-        try:
-            row = con.execute("SELECT value FROM counters WHERE name='pages'").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-    return row[0] if row else 0
-
-
 async def _backfill_stopped(config, pages: int):
     """A backfill asked to stop (as SIGINT does) once `pages` more pages are committed: a
     point fixed by the state's own count, not by a sleep. Returns its outcome."""
     stop = asyncio.Event()
-    target = _committed_pages(config.state) + pages
+    target = committed_pages(config.state) + pages
 
     async def watch() -> None:
-        while _committed_pages(config.state) < target:
+        while committed_pages(config.state) < target:
             await asyncio.sleep(0.005)
         stop.set()
 

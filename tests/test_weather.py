@@ -24,7 +24,7 @@ from crawler.simulator.corpus import generate
 from crawler.simulator.faults import ERROR_KINDS, LOST_MODES
 from crawler.sources.windows import SHORT_RUNS
 from crawler.status import status_report
-from tests.conftest import crawler_config, fast_sim_config, output_keys
+from tests.conftest import child_pids, committed_pages, crawler_config, fast_sim_config, output_keys
 
 FIRST_DAY, LAST_DAY = date(2005, 1, 1), date(2024, 12, 31)
 TIMEOUT_S = 1.0  # the crawler's --timeout
@@ -155,25 +155,6 @@ async def test_a_page_over_the_size_cap_is_fetched_again_with_fewer_rows(corpus,
     assert halved > 0
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        found += [int(p) for p in task.read_text().split()]
-    return found
-
-
-def _committed_pages(state: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
-        try:
-            row = con.execute("SELECT value FROM counters WHERE name='pages'").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-    return row[0] if row else 0
-
-
 async def test_a_parser_process_that_dies_is_replaced_and_its_page_parsed_again(tmp_path, caplog):
     """SIGKILL the parser processes (as the OOM killer would) while pages are being parsed."""
     caplog.set_level(logging.WARNING)
@@ -186,10 +167,10 @@ async def test_a_parser_process_that_dies_is_replaced_and_its_page_parsed_again(
             await asyncio.sleep(0.05)
             # Once a page is committed the parsers are up: a kill before that falls on their
             # start, which is tried again without a word (the first pages may come that early).
-            if sim.stats.pages < 2 + 4 * killed or not _committed_pages(tmp_path / "state.sqlite3"):
+            if sim.stats.pages < 2 + 4 * killed or not committed_pages(tmp_path / "state.sqlite3"):
                 continue
             # The parsers are the forkserver's children; the forkserver is ours.
-            parsers = [c for server in _children(os.getpid()) for c in _children(server)]
+            parsers = [c for server in child_pids(os.getpid()) for c in child_pids(server)]
             if parsers:
                 os.kill(parsers[0], signal.SIGKILL)
                 killed += 1
