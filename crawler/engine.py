@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 
 PARSER_DEATHS_PER_PAGE = 3  # a page that kills this many parser processes is given up as bad
 
+# What parser processes run, imported once by the fork server that forks them, so that each
+# starts with it loaded instead of importing it again (~0.35 CPU-s a process). Under
+# `python -m crawler` the server preloads no main module of its own.
+PARSER_MODULES = ["crawler.decode", "crawler.events", "crawler.select", "crawler.sources.snapshots"]
+
 
 def _init_parser(main_pid: int) -> None:
     """In each parser process: Ctrl-C is for the main process to handle, and when the main
@@ -82,6 +87,7 @@ class ParserPool:
 
     def _new(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PARSER_MODULES)  # no effect once the server runs
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_parser, initargs=(os.getpid(),))
 
     async def start(self) -> None:

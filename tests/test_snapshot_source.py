@@ -204,6 +204,21 @@ async def test_a_lane_process_that_dies_is_replaced_and_nothing_is_lost_or_repea
     assert keys == corpus.expected
 
 
+async def test_parser_processes_start_with_what_they_run_already_imported():
+    """The fork server imports the parser modules once; each process it forks (a lane, a parser,
+    a replacement) starts with them instead of importing them again. `eval` is a builtin: asking
+    the question imports nothing of ours in the child."""
+    from crawler.engine import PARSER_MODULES, ParserPool
+
+    pool = ParserPool(1)
+    try:
+        loaded = await pool.run(eval, "sorted(m for m in __import__('sys').modules if m.startswith('crawler'))")
+    finally:
+        pool.shutdown()
+    assert "crawler.sources.snapshots" in PARSER_MODULES
+    assert set(PARSER_MODULES) <= set(loaded), set(PARSER_MODULES) - set(loaded)
+
+
 def test_a_batch_held_by_a_process_that_died_is_read_again_the_same(tmp_path, corpus):
     """What a replacing process does: the ticket it never saw is read again from where it was."""
     from crawler.snapshot import list_units
