@@ -401,6 +401,9 @@ def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tup
             loop.add_signal_handler(signum, on_signal, signum)
         return await job(stop)
 
+    from crawler.engine import start_fork_server
+
+    start_fork_server()  # before any thread: see there
     try:
         result = asyncio.run(main())
     except asyncio.CancelledError:

@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import threading
@@ -56,6 +57,32 @@ PARSER_DEATHS_PER_PAGE = 3  # a page that kills this many parser processes is gi
 # starts with it loaded instead of importing it again (~0.35 CPU-s a process). Under
 # `python -m crawler` the server preloads no main module of its own.
 PARSER_MODULES = ["crawler.decode", "crawler.events", "crawler.select", "crawler.sources.snapshots"]
+
+
+def start_fork_server() -> None:
+    """Start multiprocessing's fork server now, ignoring SIGINT and SIGTERM, if it is safe to.
+
+    A terminal's Ctrl-C (a service manager's stop) reaches every process of the group: while
+    the server imported the parser modules it died of it, with a traceback, and the run failed
+    with EOFError instead of stopping. Ignored, not blocked (the spawn resets the mask), and
+    inherited by the server and what it forks: how to stop is the main process's decision,
+    and they go when it goes. Done while the main process has one thread, which blocks both
+    meanwhile: a signal sent in that moment waits for its handler instead of being lost (with
+    more threads, another one could take it while it is ignored; the pools then start the
+    server as they need it).
+    """
+    multiprocessing.set_forkserver_preload(PARSER_MODULES)
+    if threading.active_count() > 1:
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stops}
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _init_parser(main_pid: int) -> None:

@@ -3,6 +3,7 @@ at seeded random moments, resumed, and checked against the ground truth."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -133,3 +134,48 @@ def test_second_crawler_on_same_state_is_refused(slow_sim, tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def _fork_server_of(pid: int) -> int | None:
+    for child in _descendants(pid):
+        try:
+            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+        except OSError:
+            pass
+    return None
+
+
+@pytest.mark.parametrize("source", ["api", "snapshot"])
+def test_ctrl_c_while_the_parser_processes_start_stops_cleanly(slow_sim, tmp_path, source):
+    """A terminal's Ctrl-C goes to the whole process group. Sent as soon as the fork server
+    exists (it then imports the parser modules for ~0.3 s), it used to kill the server with a
+    traceback and end a snapshot's run with `EOFError`, exit 1, instead of a clean stop (exit
+    130, the message too if the job had begun)."""
+    from crawler.simulator.snapshot import write_snapshot
+
+    extra: list[str] = []
+    if source == "snapshot":
+        write_snapshot(slow_sim.corpus.works[:500], tmp_path / "snap", "jsonl")
+        extra = ["--snapshot", str(tmp_path / "snap")]
+    args = crawler_args(slow_sim.url, tmp_path, *extra)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while _fork_server_of(proc.pid) is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the crawler ended before its parser processes started"
+        server = _fork_server_of(proc.pid)
+        ignored = next(int(line.split()[1], 16) for line in Path(f"/proc/{server}/status").read_text().splitlines()
+                       if line.startswith("SigIgn:"))
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # From its first moment, not once its imports are done (read from the kernel).
+    assert ignored & (1 << (signal.SIGINT - 1)) and ignored & (1 << (signal.SIGTERM - 1)), hex(ignored)
+    assert "Traceback" not in err and "EOFError" not in err, err
+    assert proc.returncode == 130, err
