@@ -494,6 +494,8 @@ def _backfill(args: argparse.Namespace) -> int:
             raise UsageError("--plan-only plans the API's windows; a snapshot is read whole")
         if args.date_from or args.date_until:
             raise UsageError("--from/--until choose the API's works by created date; a snapshot is read whole")
+        if args.filter:
+            raise UsageError("--filter chooses the API's works; a snapshot is read whole (every record in it)")
         missing = [str(p) for p in args.snapshot if not p.exists()]
         if missing:
             raise UsageError(f"no such file or directory: {', '.join(missing)}")

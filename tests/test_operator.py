@@ -80,7 +80,7 @@ def test_a_terminal_gets_a_live_panel(sim, tmp_path):
 
 def test_without_a_terminal_progress_is_plain_lines(sim, tmp_path):
     args = [a for a in crawler_args(sim.url, tmp_path) if a not in ("--progress", "0")]
-    done = run_crawler([*args, "--progress", "0.3"])
+    done = run_crawler([*args, "--progress", "0.1"])
     assert done.returncode == 0, done.stderr
     assert not ANSI.search(done.stderr + done.stdout)
     lines = [line for line in done.stderr.splitlines() if "backfill: windows" in line]
@@ -96,7 +96,7 @@ def test_without_a_terminal_progress_is_plain_lines(sim, tmp_path):
 
 def test_log_format_json_gives_one_object_per_line(sim, tmp_path):
     args = [a for a in crawler_args(sim.url, tmp_path) if a not in ("--progress", "0", "--mailto", "tests@example.org")]
-    done = run_crawler([*args, "--progress", "0.3", "--log-format", "json"])
+    done = run_crawler([*args, "--progress", "0.1", "--log-format", "json"])
     assert done.returncode == 0, done.stderr
     entries = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     assert entries and all(set(e) >= {"time", "level", "logger", "message"} for e in entries)
@@ -206,6 +206,7 @@ def test_version():
         (["status", "--state", "no/such.sqlite3"], 2, "no state file at no/such.sqlite3"),
         (["stats", "--state", "no/such.sqlite3"], 2, "no state file at no/such.sqlite3"),
         (["ingest-xml", "no/such/dir"], 2, "no such file or directory: no/such/dir"),
+        (["backfill", "--snapshot", ".", "--filter", "prefix:10.1016"], 2, "--filter chooses the API's works"),
     ],
 )
 def test_errors_are_one_clear_line_with_an_exit_code(argv, code, words):
@@ -235,3 +236,17 @@ def test_an_unreachable_api_is_one_line_that_says_what_to_do(tmp_path):
     assert "has not answered for more than 2 s" in lines[-1] and "run the same command again to resume" in lines[-1]
     verbose = run_crawler(crawler_args(url, tmp_path, "--verbose", "--give-up-after", "1s"), timeout=60)
     assert verbose.returncode == 6 and "Traceback" in verbose.stderr
+
+
+def test_a_snapshot_folder_with_no_snapshot_file_is_refused_not_a_finished_snapshot(tmp_path):
+    """An empty download folder (or one of notes only) used to end as a 'complete' backfill of
+    0 records, exit 0, after which `update` said no backfill had run."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("downloaded from the torrent\n")
+    for folder in ("empty", "notes"):
+        done = _cli("backfill", "--snapshot", str(tmp_path / folder), "--state", str(tmp_path / "s.sqlite3"),
+                    "--ra-url", "http://127.0.0.1:9/ra")
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and f"no snapshot files in {tmp_path / folder}" in lines[-1]

@@ -25,7 +25,8 @@ def list_units(paths: Iterable[Path], *, part_bytes: int | None = None) -> Itera
     out), tar members in archive order, each file once. A directory contributes its files named
     *.json, *.jsonl (also .gz), *.tar, *.tar.gz, *.tgz and any other file whose content is one of
     those; a file named explicitly is always read. A plain tar is listed from its headers alone
-    (its members' data is never read here). A missing path raises UsageError before any unit.
+    (its members' data is never read here). A missing path raises UsageError before any unit, a
+    folder holding no snapshot file once it is reached.
     """
     part_bytes = part_bytes or base.PART_BYTES
     paths = [Path(p) for p in paths]
@@ -36,10 +37,17 @@ def list_units(paths: Iterable[Path], *, part_bytes: int | None = None) -> Itera
     for path in paths:
         root = os.path.abspath(path)
         files = ((f, False) for f in _walk(root)) if os.path.isdir(root) else iter([(root, True)])
+        found = False
         for file, explicit in files:
+            found = found or file in seen
             if file not in seen:
                 seen.add(file)
-                yield from _file_units(file, explicit, part_bytes)
+                for unit in _file_units(file, explicit, part_bytes):
+                    found = True
+                    yield unit
+        if not found:  # a typo'd or still empty download folder is not a finished snapshot
+            raise UsageError(f"no snapshot files in {path}: give a folder holding .json, .jsonl (or .json.gz, "
+                             ".jsonl.gz), .tar, .tar.gz or .tgz files")
 
 
 def _walk(root: str) -> Iterator[str]:
