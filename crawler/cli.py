@@ -45,6 +45,15 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
+def _state_file(text: str) -> Path:
+    """A state file's path. `Path` drops a trailing slash, which made `--state newdir/` a file
+    named newdir: a path that ends like a folder is refused while the slash is still there."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder; the state is a file: give e.g. "
+                                         f"{os.path.join(text, 'state.sqlite3')}")
+    return Path(text)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -119,7 +128,7 @@ def _group(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup
 
 def _state_flags() -> argparse.ArgumentParser:
     parent, group = _group("state")
-    group.add_argument("--state", type=Path, default=Path(os.environ.get("CRAWLER_STATE", DEFAULT_STATE)),
+    group.add_argument("--state", type=_state_file, default=Path(os.environ.get("CRAWLER_STATE", DEFAULT_STATE)),
                        help=f"the state file (default: {DEFAULT_STATE}; env CRAWLER_STATE)")
     return parent
 

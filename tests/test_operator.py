@@ -207,6 +207,8 @@ def test_version():
         (["stats", "--state", "no/such.sqlite3"], 2, "no state file at no/such.sqlite3"),
         (["ingest-xml", "no/such/dir"], 2, "no such file or directory: no/such/dir"),
         (["backfill", "--snapshot", ".", "--filter", "prefix:10.1016"], 2, "--filter chooses the API's works"),
+        (["status", "--state", "no/such/dir/"], 2, "'no/such/dir/' names a folder; the state is a file: give e.g. "
+                                                     "no/such/dir/state.sqlite3"),
     ],
 )
 def test_errors_are_one_clear_line_with_an_exit_code(argv, code, words):
