@@ -374,6 +374,9 @@ def config_from(args: argparse.Namespace) -> Config:
         raise UsageError(f"--from {date_from} is after --until {date_until}")
     if "progress" in given:
         settings["progress_s"] = 0 if args.quiet else args.progress
+    out = given.get("out")
+    if out is not None and out.exists() and not out.is_dir():  # before a state file is made for nothing
+        raise UsageError(f"--out {out} is a file; give the folder the events go to (it is made if missing)")
     return Config(**settings, live=live_progress(args))
 
 

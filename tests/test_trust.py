@@ -705,6 +705,22 @@ def test_an_unusable_state_path_is_one_clear_line_and_exit_2(tmp_path, command, 
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("command", ["backfill", "update"])
+def test_an_out_that_is_a_file_is_one_clear_line_exit_2_and_makes_no_state_file(tmp_path, command):
+    """`--out notes.txt`: a usage mistake (exit 2), found before a state file is made for
+    nothing; it was exit 3 (disk or permissions) with a new state file left behind."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    dead = _dead_url()
+    before = _tree(tmp_path)
+    done = _cli(command, "--state", str(tmp_path / "state.sqlite3"), "--out", str(notes), "--api-url", dead,
+                "--ra-url", f"{dead}/ra", "--mailto", "tests@example.org")
+    assert done.returncode == 2, done.stderr
+    line = _one_line(done)
+    assert line.startswith("crawler: error:") and f"--out {notes} is a file" in line, line
+    assert _tree(tmp_path) == before
+
+
 @pytest.mark.parametrize("command", ["status", "backfill"])
 def test_a_refused_garbage_state_file_leaves_no_lock_file(tmp_path, command):
     """Guards `store._unlock`: a state file of random bytes is refused (exit 2, one line,
