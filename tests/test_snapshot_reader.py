@@ -525,3 +525,18 @@ def test_the_simulator_writes_a_snapshot_and_exits(tmp_path):
     assert paths == [str(tmp_path / "0.jsonl.gz")]
     got, problems, _ = read_all([tmp_path])
     assert problems == [] and dois(got) == [w["DOI"] for w in generate(120, seed=4).works]
+
+
+def test_a_zip_or_other_packed_file_is_named_with_what_to_do(tmp_path, works):
+    """A download still packed in a format read only once unpacked says so, not its bytes."""
+    import bz2
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "snapshot.zip", "w") as packed:
+        packed.writestr("0.jsonl", jsonl(works[:3]))
+    (tmp_path / "works.jsonl.bz2").write_bytes(bz2.compress(jsonl(works[:3])))
+    got, problems, _ = read_all([tmp_path / "snapshot.zip", tmp_path / "works.jsonl.bz2"])
+    assert got == []
+    messages = {Path(p.path).name: p.message for p in problems}
+    assert messages == {"snapshot.zip": "a zip archive (unzip it and give the folder), not a snapshot format; not read",
+                        "works.jsonl.bz2": "a bzip2 file (bunzip2 it), not a snapshot format; not read"}

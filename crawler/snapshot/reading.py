@@ -205,6 +205,17 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
+# Archives and compressions a snapshot may come in, once downloaded, that are read here only
+# once unpacked: named, so that the problem says what to do rather than showing bytes.
+_OTHER_FORMATS = [
+    (b"PK\x03\x04", "a zip archive (unzip it and give the folder)"),
+    (b"BZh", "a bzip2 file (bunzip2 it)"),
+    (b"\xfd7zXZ\x00", "an xz file (unxz it)"),
+    (b"\x28\xb5\x2f\xfd", "a zstd file (unzstd it)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive (extract it and give the folder)"),
+]
+
+
 def _stream(ctx: Context, stream: IO[bytes]) -> Iterator[Record | SnapshotProblem]:
     """The records of one stored file or member: gunzipped when it says so, then split."""
     gzipped = stream.peek(2)[:2] == GZIP_MAGIC  # type: ignore[attr-defined]
@@ -224,7 +235,9 @@ def _stream(ctx: Context, stream: IO[bytes]) -> Iterator[Record | SnapshotProble
         return
     form = layout(head, ctx.member or ctx.path)
     if form is None:
-        yield ctx.problem("", f"neither JSON nor JSON Lines (starts with {head[:20]!r}); not read")
+        known = next((what for magic, what in _OTHER_FORMATS if head.startswith(magic)), None)
+        yield ctx.problem("", f"{known}, not a snapshot format; not read" if known else
+                          f"neither JSON nor JSON Lines (starts with {head[:20]!r}); not read")
         return
     rest = chain([head], chunks)
     if form == "lines":
