@@ -11,7 +11,8 @@ and, when it raised it, the snapshot's currency (the latest `indexed` date-time 
 committed records, and reads a unit that had problems again from its start (the seen store
 keeps its links from being emitted twice). A row also keeps its file's size and modification
 time: a file copied over since (another snapshot at the same path, members of the same names)
-is read again whole, its rows of the old file not trusted (names alone once lost its records).
+is read again whole, the old file's rows not trusted (by names alone, its first members passed
+as read).
 Rows left started by an earlier run, of files this run was not given, are named in `Tally.left`:
 the snapshot is not finished while they are.
 """
@@ -152,9 +153,9 @@ async def ingest(crawl: Crawl, paths: list[Path], lanes: int) -> Tally:
     files = {u.path: u.stamp for u in units}
     # Rows of a file that changed since they were written (a stamp recorded and another now) are
     # of another file: its units are read again from their start.
-    changed = sorted({path for key, stamp in stamps.items()
-                      if stamp and (path := _file_of(key)) in files and files[path] != stamp})
-    for path in changed:
+    changed = {path for key, stamp in stamps.items()
+               if stamp and (path := _file_of(key)) in files and files[path] != stamp}
+    for path in sorted(changed):
         log.warning("%s changed since it was read (size or modification time): it is read again from its "
                     "start (links already written are not written again)", path)
     # Failed rows are read again whole; failed or unfinished ones of units no longer listed in these
