@@ -249,6 +249,11 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
             log.info("resuming the update of %s..%s", start, until)
         else:
             mark = meta.get("update_mark") or first_mark(meta)
+            if since is None and not mark and meta.get("snapshot_unfinished"):
+                raise StateError(
+                    f"{store.path} has no high-water mark: units of {_listed(json.loads(meta['snapshot_unfinished']))} "
+                    "are not finished; run `backfill --snapshot` with those paths first, or give --since YYYY-MM-DD"
+                )
             if since is None and not mark:
                 raise StateError(
                     f"{store.path} has no high-water mark: run a backfill first, or give --since YYYY-MM-DD"
@@ -287,9 +292,11 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
 def first_mark(meta: dict[str, str]) -> str:
     """Where the first update starts: the earliest of the API backfill's start and the day
     before the snapshot's currency (a day's overlap: a snapshot's latest records need not all
-    be indexed up to its latest date-time), "" when the state holds neither."""
+    be indexed up to its latest date-time), "" when the state holds neither. Not the currency
+    of a snapshot whose files an earlier run left half read (`snapshot_unfinished`): records
+    not read yet may be older than it, and no update would ask for them."""
     marks = [meta.get("backfill_started_at", "")[:10]]
-    if meta.get("snapshot_currency"):
+    if meta.get("snapshot_currency") and not meta.get("snapshot_unfinished"):
         marks.append((date.fromisoformat(meta["snapshot_currency"][:10]) - timedelta(days=1)).isoformat())
     return min(filter(None, marks), default="")
 
@@ -314,18 +321,30 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
             tally = await ingest(crawl, paths, config.parsers)
         records = (await store.unit_summary("snapshot:"))["records"]
         settings: dict[str, str | None] = {"snapshot_records": str(records)}
-        if not stop.is_set():  # finished when nothing failed; units to read again unfinish it
-            settings["snapshot_finished_at"] = None if tally.failed else utc_now()
+        if not stop.is_set():  # finished when nothing failed or is left; units to read again unfinish it
+            settings["snapshot_finished_at"] = None if tally.failed or tally.left else utc_now()
+            # Files an earlier run left half read: the currency is not the snapshot's (`first_mark`).
+            settings["snapshot_unfinished"] = json.dumps(tally.left) if tally.left else None
         await store.set_meta(settings)
     figures = (f"{tally.records:,} records this run ({records:,} in all), {crawl.progress.events:,} new events; "
                f"currency {tally.currency or 'unknown'}")
     if stop.is_set():
         return Outcome(130, f"stopped cleanly after {figures}; run the same command again to resume")
+    if tally.left:
+        return Outcome(1, f"snapshot not finished: units of {_listed(tally.left)} from an earlier run are not "
+                          f"finished ({figures}); give {'that path' if len(tally.left) == 1 else 'those paths'} "
+                          "to --snapshot again to finish them")
     if tally.failed:
         return Outcome(1, f"snapshot read but for {tally.problems:,} problem(s) in {len(tally.failed)} unit(s), "
                           f"reported above and in `crawler status` ({figures}); run the same command again "
                           "to read those units again")
     return Outcome(0, f"snapshot backfill complete: {figures}; output in {output.path}")
+
+
+def _listed(paths: list[str], most: int = 3) -> str:
+    """A few paths by name, and how many more."""
+    more = f" and {len(paths) - most:,} more file(s)" if len(paths) > most else ""
+    return ", ".join(paths[:most]) + more
 
 
 async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> Outcome:

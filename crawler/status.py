@@ -124,6 +124,7 @@ async def _snapshot(state: Path, meta: dict[str, str]) -> dict[str, Any] | None:
     return {
         "paths": json.loads(meta["snapshot_paths"]), "currency": meta.get("snapshot_currency"),
         "started_at": meta.get("snapshot_started_at"), "finished_at": meta.get("snapshot_finished_at"),
+        "unfinished": json.loads(meta.get("snapshot_unfinished", "[]")),  # files an earlier run left half read
         "records": units["records"], "units_done": units["done"] - units["failed"], "units_failed": units["failed"],
         "units_started": units["units"] - units["done"], "problems": units["problems"], "bytes_done": units["bytes"],
     }
@@ -198,7 +199,9 @@ def status_table(report: dict[str, Any]) -> Table:
     if snapshot:
         finished = snapshot["finished_at"]
         table.add_row("snapshot", ", ".join(snapshot["paths"]) + f"; started {snapshot['started_at']}, "
-                      + (f"finished {finished}" if finished else "[yellow]not finished[/]"))
+                      + (f"finished {finished}" if finished else "[yellow]not finished[/]")
+                      + (f" (units of {', '.join(snapshot['unfinished'])} are not finished: give "
+                         "those paths to the backfill again)" if snapshot["unfinished"] else ""))
         table.add_row("snapshot read", f"{snapshot['records']:,} records; units {snapshot['units_done']:,} done"
                       + (f", {snapshot['units_started']:,} started" if snapshot["units_started"] else "")
                       + (f", [red]{snapshot['units_failed']:,} failed[/] ({snapshot['problems']:,} problems; "

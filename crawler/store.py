@@ -25,7 +25,8 @@ import aiosqlite
 
 from crawler.errors import DiskError, StateError
 
-SCHEMA_VERSION = 4  # 2: xxh3 link hashes; 3: 48-bit link hashes; 4: window scopes, deferred links, units
+SCHEMA_VERSION = 5  # 2: xxh3 link hashes; 3: 48-bit link hashes; 4: window scopes, deferred links, units;
+# 5: the stamp of a unit's file
 APPLICATION_ID = 0x43524C52  # "CRLR": tells our state files from any other SQLite file
 
 _SCHEMA = """
@@ -57,7 +58,8 @@ CREATE TABLE deferred (prefix TEXT NOT NULL, subject TEXT NOT NULL, links INTEGE
                        PRIMARY KEY (prefix, subject)) WITHOUT ROWID;
 CREATE TABLE units (key TEXT PRIMARY KEY, records INTEGER NOT NULL DEFAULT 0,
                     problems INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
-                    failed INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+                    failed INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
+                    stamp TEXT NOT NULL DEFAULT '') WITHOUT ROWID;  -- the file's size:mtime when written
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE sink (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, offset INTEGER NOT NULL);
 INSERT INTO sink VALUES (1, 1, 0);
@@ -79,6 +81,8 @@ CREATE TABLE units (key TEXT PRIMARY KEY, records INTEGER NOT NULL DEFAULT 0,
                     failed INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 DELETE FROM counters WHERE name = 'unknown-agency';
 """,
+    # Rows written before have no stamp (''): they are taken as of the file as it is now.
+    4: "ALTER TABLE units ADD COLUMN stamp TEXT NOT NULL DEFAULT '';",
 }
 
 WINDOW_STATUSES = ("unsized", "pending", "running", "done", "short", "failed")
@@ -134,6 +138,7 @@ class UnitProgress:
     done: bool
     failed: bool = False
     bytes: int = 0  # stored bytes of the unit, counted when done
+    stamp: str = ""  # the size and modification time of the unit's file (snapshot units)
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -526,6 +531,10 @@ class Store:
         return {k: (r, p, bool(d), bool(f)) for k, r, p, d, f in
                 await self._all("SELECT key, records, problems, done, failed FROM units")}
 
+    async def unit_stamps(self, prefix: str = "") -> dict[str, str]:
+        """unit key -> the stamp of the file its row was written from ('' if not known)."""
+        return dict(await self._all("SELECT key, stamp FROM units WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)))
+
     async def unit_summary(self, prefix: str = "") -> dict[str, int]:
         """Units (those whose key starts with `prefix`) and their sums."""
         row = await self._one(
@@ -594,10 +603,10 @@ class Store:
                 )
             if unit is not None:
                 await db.execute(
-                    "INSERT INTO units (key, records, problems, done, failed, bytes) VALUES (?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO units (key, records, problems, done, failed, bytes, stamp) VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET records=excluded.records, problems=problems+excluded.problems, "
-                    "done=excluded.done, failed=excluded.failed, bytes=excluded.bytes",
-                    (unit.key, unit.records, unit.problems, int(unit.done), int(unit.failed), unit.bytes),
+                    "done=excluded.done, failed=excluded.failed, bytes=excluded.bytes, stamp=excluded.stamp",
+                    (unit.key, unit.records, unit.problems, int(unit.done), int(unit.failed), unit.bytes, unit.stamp),
                 )
             if meta:
                 await db.executemany(

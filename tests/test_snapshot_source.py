@@ -11,6 +11,7 @@ import gzip
 import logging
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ import msgspec
 import pytest
 from isal import igzip
 
+from crawler.errors import StateError
 from crawler.jobs import backfill, backfill_snapshot, update
 from crawler.simulator.app import Simulator, SimulatorThread
 from crawler.simulator.corpus import Corpus, generate
@@ -420,12 +422,12 @@ def test_bad_input_is_reported_read_around_and_retried_alone(tmp_path):
         keys2, repeated2 = output_keys(tmp_path / "events")
         assert not repeated2 and keys2 == keys
 
-        # The files mended: a rerun reads the four units again and ends exact.
+        # The files mended: each is another file now (its size or time), read again whole; ends exact.
         _bad_snapshot(tmp_path / "snap", corpus.works, fixed=True)
         third = _run(args)
         assert third.returncode == 0, third.stderr
-        # only the failed units: a.tar member 1, b.tar member 1 (its listing unit is gone), c.jsonl, d.json
-        assert _records_this_run(third.stdout) == 4 * 100
+        assert all(f"{snap / name} changed since it was read" in third.stderr for name in shaky), third.stderr
+        assert _records_this_run(third.stdout) == 700  # b.tar's listing unit is gone
         assert sim.stats.requests == 0
     finally:
         sim.stop()
@@ -467,3 +469,97 @@ async def test_a_snapshot_over_an_api_backfill_emits_nothing_twice(tmp_path):
     assert keys == corpus.expected | _expected_of(other, {w["DOI"] for w in other.works})
     meta = _meta(config.state)
     assert meta["backfill_started_at"] and meta["snapshot_currency"] == _currency(corpus.works[:300] + other.works)
+
+
+# -- a file changed under the same path, and paths left out of a rerun ----------------------------
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["read-whole", "stopped-mid-way"])
+async def test_a_snapshot_copied_over_the_same_path_is_read_again_whole(tmp_path, caplog, stopped):
+    """Another snapshot copied over the path of one read before (or half read): its members have
+    the same names, but their rows were written from the other file; it is read from its start."""
+    caplog.set_level(logging.WARNING)
+    first, second = generate(1000, seed=71), generate(1600, seed=72)
+    path = write_snapshot(first.works, tmp_path / "snap", "tar-json-gz", records_per_file=200)[0]
+    bigger = write_snapshot(second.works, tmp_path / "b", "tar-json-gz", records_per_file=200)[0]
+    async with Simulator(first, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=10, parsers=2)
+        stop = asyncio.Event()
+        run = asyncio.create_task(backfill_snapshot(config, stop, [path]))
+        while stopped and not run.done() and sum(r for r, *_ in _units(config.state).values()) < 300:
+            await asyncio.sleep(0.01)
+        if stopped:
+            stop.set()
+        outcome = await run
+        assert outcome.code == (130 if stopped else 0), outcome.message
+        rows = _units(config.state)
+        if stopped:
+            assert any(not done for _, _, done, _ in rows.values()), "stopped with a member half read"
+        else:
+            assert len(rows) == 5 and all(done for _, _, done, _ in rows.values())
+        shutil.copyfile(bigger, path)  # members 0..7.json.gz: 0..4 have the names of the first's
+        caplog.clear()
+        again = await backfill_snapshot(config, asyncio.Event(), [path])
+        assert again.code == 0, again.message
+    assert _records_this_run(again.message) == len(second.works)
+    assert f"{path} changed since it was read" in caplog.text
+    keys, repeated = output_keys(config.out)
+    assert not repeated, f"{len(repeated)} link(s) written twice"
+    if stopped:  # the first file was half read: of it, only its own links
+        assert second.expected <= keys <= first.expected | second.expected
+    else:
+        assert keys == first.expected | second.expected
+    # the rows are the new file's alone: none of the old one's is counted
+    rows = _units(config.state)
+    assert len(rows) == 8 and sum(r for r, *_ in rows.values()) == len(second.works)
+    assert int(_meta(config.state)["snapshot_records"]) == len(second.works)
+
+
+def test_a_rerun_without_a_path_left_half_read_is_not_finished(tmp_path):
+    """`backfill --snapshot big small`, stopped while big is half read, then `--snapshot small`
+    alone: big's unread records keep the snapshot unfinished, its currency is no update's mark."""
+    corpus = generate(2700, seed=73)
+    big = write_snapshot(corpus.works[:2400], tmp_path / "big", "tar-json-gz", records_per_file=800)[0]
+    small = write_snapshot(corpus.works[2400:], tmp_path / "small", "jsonl")[0]
+    state = tmp_path / "state.sqlite3"
+    sim = SimulatorThread(corpus, fast_sim_config())
+    url = sim.start()
+    try:
+        proc = subprocess.Popen(_args(url, tmp_path, big, small, rows=20), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(r for r, *_ in _units(state).values()) >= 300:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.stderr.read()}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, proc.stderr.read()
+        proc.stderr.close()
+        half = {k for k, (_, _, done, _) in _units(state).items() if not done}
+        assert half and all(k.startswith(f"snapshot:{big}::") for k in half), half
+
+        alone = _run(_args(url, tmp_path, small, rows=20))
+        assert alone.returncode == 1, alone.stdout + alone.stderr
+        assert "Traceback" not in alone.stderr
+        assert f"units of {big} from an earlier run are not finished" in alone.stderr, alone.stderr
+        assert "give that path to --snapshot again" in alone.stderr
+        meta = _meta(state)
+        assert "snapshot_finished_at" not in meta and meta["snapshot_currency"]
+        report = asyncio.run(status_report(state))
+        assert report["snapshot"]["unfinished"] == [str(big)] and not report["snapshot"]["finished_at"]
+        assert report["update"]["high_water_mark"] is None, "a half-read snapshot's currency handed over"
+        config = crawler_config("http://127.0.0.1:9", tmp_path)
+        with pytest.raises(StateError, match=f"units of {re.escape(str(big))} are not finished"):
+            asyncio.run(update(config, asyncio.Event()))
+
+        both = _run(_args(url, tmp_path, big, small, rows=20))
+        assert both.returncode == 0, both.stderr
+        assert sim.stats.requests == 0
+    finally:
+        sim.stop()
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated and keys == corpus.expected
+    meta = _meta(state)
+    assert meta["snapshot_finished_at"] and "snapshot_unfinished" not in meta
+    assert meta["snapshot_currency"] == _currency(corpus.works)
+    assert asyncio.run(status_report(state))["update"]["high_water_mark"]

@@ -10,7 +10,7 @@ import pytest
 
 from crawler.errors import OutputError, StateError
 from crawler.sink import Sink
-from crawler.store import Store, WindowProgress, deferred_links_sql, unpack
+from crawler.store import SCHEMA_VERSION, Store, WindowProgress, deferred_links_sql, unpack
 
 
 async def test_schema_versioned_and_reopened(tmp_path):
@@ -18,11 +18,28 @@ async def test_schema_versioned_and_reopened(tmp_path):
     async with await Store.open(path) as store:
         await store.set_meta({"backfill_from": "2020-01-01"})
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
     async with await Store.open(path) as store:
         assert (await store.meta())["backfill_from"] == "2020-01-01"
+
+
+async def test_a_version_4_state_file_gets_unit_stamps_and_keeps_its_rows(tmp_path):
+    """Version 4's units rows had no stamp of their file: the upgrade adds it, empty (not known)."""
+    path = tmp_path / "s.sqlite3"
+    async with await Store.open(path):
+        pass
+    con = sqlite3.connect(path)
+    con.executescript("ALTER TABLE units DROP COLUMN stamp; PRAGMA user_version=4; "
+                      "INSERT INTO units (key, records, done) VALUES ('snapshot:/a.tar::0.json.gz', 7, 1);")
+    con.close()
+    async with await Store.open(path) as store:
+        assert await store.units() == {"snapshot:/a.tar::0.json.gz": (7, 0, True, False)}
+        assert await store.unit_stamps("snapshot:") == {"snapshot:/a.tar::0.json.gz": ""}
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
 
 
 async def test_a_state_file_with_other_link_hashes_is_refused_untouched(tmp_path):

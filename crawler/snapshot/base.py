@@ -41,6 +41,8 @@ class Unit:
     `key` is stable across runs (the engine's state names units by it): the file's absolute path,
     `path::member` for a tar member, `path#N` for part N of a split file. `offset` and `length`
     locate the unit's stored bytes in `path` (compressed size where compressed), for progress.
+    `stamp`: the file's size and modification time when listed (`size:mtime_ns`): progress
+    recorded under another stamp is of another file at this path (copied over it), not of this one.
     `sequential`: one stream too big to split (a .tar.gz, a gzip file or a JSON document over
     `part_bytes`): read by one process in one go, its batches streamed; a resume reads it again
     from its start up to the resume point.
@@ -55,6 +57,7 @@ class Unit:
     sequential: bool = False
     part: int = 0  # kind PART: the part's number
     note: str = ""  # kind BROKEN: the problem
+    stamp: str = ""  # the file's `size:mtime_ns` when listed
 
 
 class SnapshotProblem(NamedTuple):

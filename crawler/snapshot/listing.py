@@ -59,18 +59,20 @@ def _walk(root: str) -> Iterator[str]:
 
 
 def _file_units(path: str, explicit: bool, part_bytes: int) -> Iterator[Unit]:
-    size = os.path.getsize(path)
+    info = os.stat(path)
+    size, stamp = info.st_size, f"{info.st_size}:{info.st_mtime_ns}"
     lower = path.lower()
     kind = sniff(path)
     if kind == "tar" or (kind is None and lower.endswith(".tar")):
-        yield from _tar_units(path)
+        yield from _tar_units(path, stamp)
     elif kind == "tgz":
-        yield Unit(path, path, None, 0, size, TAR_STREAM, sequential=True)
+        yield Unit(path, path, None, 0, size, TAR_STREAM, sequential=True, stamp=stamp)
     elif kind == "lines" and size > part_bytes:
         for part, offset in enumerate(range(0, size, part_bytes)):
-            yield Unit(f"{path}#{part}", path, None, offset, min(part_bytes, size - offset), PART, part=part)
+            yield Unit(f"{path}#{part}", path, None, offset, min(part_bytes, size - offset), PART, part=part,
+                       stamp=stamp)
     elif kind is not None or explicit or lower.endswith(SUFFIXES + ARCHIVES):
-        yield Unit(path, path, None, 0, size, FILE, sequential=size > part_bytes)
+        yield Unit(path, path, None, 0, size, FILE, sequential=size > part_bytes, stamp=stamp)
 
 
 def sniff(path: str) -> str | None:
@@ -96,7 +98,7 @@ def sniff(path: str) -> str | None:
     return layout(head, path)
 
 
-def _tar_units(path: str) -> Iterator[Unit]:
+def _tar_units(path: str, stamp: str) -> Iterator[Unit]:
     """A unit per member of a plain tar whose name says JSON, from the headers (data never read).
 
     tarfile stops quietly at a cut or unreadable header; a tar ends with zero blocks, so anything
@@ -119,13 +121,13 @@ def _tar_units(path: str) -> Iterator[Unit]:
                 if info.name in names:  # a member appended again: both are read
                     key = f"{key}@{info.offset_data}"
                 names.add(info.name)
-                yield Unit(key, path, info.name, info.offset_data, info.size, MEMBER)
+                yield Unit(key, path, info.name, info.offset_data, info.size, MEMBER, stamp=stamp)
     except STREAM_ERRORS as exc:
         if last is None:
-            yield _broken(path, 0, f"not a readable tar ({exc})")
+            yield _broken(path, 0, f"not a readable tar ({exc})", stamp)
         else:
             yield _broken(path, end, f"the tar is unreadable after member {last} ({exc}): truncated? "
-                                     "members after it are not read")
+                                     "members after it are not read", stamp)
         return
     with open(path, "rb") as handle:
         handle.seek(end)
@@ -133,10 +135,11 @@ def _tar_units(path: str) -> Iterator[Unit]:
     if len(block) < 512:
         after = f" after member {last}" if last else ""
         yield _broken(path, end, f"the tar ends without its end-of-archive blocks{after}: truncated? "
-                                 "members after it are missing")
+                                 "members after it are missing", stamp)
     elif block.strip(b"\0"):
-        yield _broken(path, end, f"unreadable tar header at byte {end}: members from there on are not read")
+        yield _broken(path, end, f"unreadable tar header at byte {end}: members from there on are not read",
+                      stamp)
 
 
-def _broken(path: str, offset: int, message: str) -> Unit:
-    return Unit(f"{path}::#listing", path, None, offset, 0, BROKEN, note=message)
+def _broken(path: str, offset: int, message: str, stamp: str) -> Unit:
+    return Unit(f"{path}::#listing", path, None, offset, 0, BROKEN, note=message, stamp=stamp)

@@ -9,7 +9,12 @@ committed with its unit's progress (records consumed, a `units` row keyed `snaps
 and, when it raised it, the snapshot's currency (the latest `indexed` date-time read, meta
 `snapshot_currency`), so a rerun skips finished units, resumes an interrupted one after its
 committed records, and reads a unit that had problems again from its start (the seen store
-keeps its links from being emitted twice).
+keeps its links from being emitted twice). A row also keeps its file's size and modification
+time: a file copied over since (another snapshot at the same path, members of the same names)
+is read again whole, the old file's rows not trusted (by names alone, its first members passed
+as read).
+Rows left started by an earlier run, of files this run was not given, are named in `Tally.left`:
+the snapshot is not finished while they are.
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ class Tally:
     records: int = 0  # this run
     problems: int = 0  # this run
     failed: list[str] = field(default_factory=list)  # unit keys with problems, this run
+    left: list[str] = field(default_factory=list)  # files not given whose units an earlier run left unfinished
     currency: str = ""
     started: float = field(default_factory=time.monotonic)
 
@@ -139,16 +145,28 @@ async def ingest(crawl: Crawl, paths: list[Path], lanes: int) -> Tally:
     config = crawl.config
     units = await asyncio.to_thread(lambda: list(list_units(paths)))
     done = {k[len(KEY_PREFIX):]: v for k, v in (await crawl.store.units()).items() if k.startswith(KEY_PREFIX)}
+    stamps = {k[len(KEY_PREFIX):]: v for k, v in (await crawl.store.unit_stamps(KEY_PREFIX)).items()}
     tally = Tally(units=len(units), total_bytes=sum(u.length for u in units))
     tally.currency = (await crawl.store.meta()).get("snapshot_currency", "")
     todo: list[tuple[Unit, int, int]] = []  # unit, records committed, problems counted
     listed = {u.key for u in units}
-    files = {u.path for u in units}
-    # Failed rows are read again whole; those of units no longer listed in these files (a cut tar
-    # mended) are gone for good: neither should count in `status`.
-    forget = [KEY_PREFIX + key for key, (_, _, _, failed) in done.items()
-              if failed and (key in listed or _file_of(key) in files)]
-    await crawl.store.forget_units(forget)
+    files = {u.path: u.stamp for u in units}
+    # Rows of a file that changed since they were written (a stamp recorded and another now) are
+    # of another file: its units are read again from their start.
+    changed = {path for key, stamp in stamps.items()
+               if stamp and (path := _file_of(key)) in files and files[path] != stamp}
+    for path in sorted(changed):
+        log.warning("%s changed since it was read (size or modification time): it is read again from its "
+                    "start (links already written are not written again)", path)
+    # Failed rows are read again whole; failed or unfinished ones of units no longer listed in these
+    # files (a cut tar mended) are gone for good: none should count in `status`. Nor a changed file's.
+    forget = {key for key, (_, _, finished, failed) in done.items()
+              if _file_of(key) in changed or (failed and key in listed)
+              or ((failed or not finished) and key not in listed and _file_of(key) in files)}
+    await crawl.store.forget_units([KEY_PREFIX + key for key in sorted(forget)])
+    done = {key: row for key, row in done.items() if key not in forget}
+    tally.left = sorted({_file_of(key) for key, (_, _, finished, _) in done.items()
+                         if not finished and key not in listed})
     for unit in units:
         records, problems, finished, failed = done.get(unit.key, (0, 0, False, False))
         if finished and not failed:
@@ -235,7 +253,7 @@ async def _commit(crawl: Crawl, lane: ParserPool, unit: Unit, got: Parsed, ticke
         log.warning("%s: %s: %s", problem.path, problem.where, problem.message)
     failed = got.end and problems > 0
     progress = UnitProgress(KEY_PREFIX + unit.key, records, len(got.problems), got.end, failed,
-                            unit.length if got.end else 0)
+                            unit.length if got.end else 0, unit.stamp)
 
     async def select(seen_blobs: dict[int, bytes], agencies: dict[str, str | None]) -> Rendered:
         if not got.works:
