@@ -249,11 +249,12 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
             log.info("resuming the update of %s..%s", start, until)
         else:
             mark = meta.get("update_mark") or first_mark(meta)
-            if since is None and not mark and meta.get("snapshot_unfinished"):
-                raise StateError(
-                    f"{store.path} has no high-water mark: units of {_listed(json.loads(meta['snapshot_unfinished']))} "
-                    "are not finished; run `backfill --snapshot` with those paths first, or give --since YYYY-MM-DD"
-                )
+            if since is None and not mark and meta.get("snapshot_started_at") and not meta.get("snapshot_finished_at"):
+                left = json.loads(meta.get("snapshot_unfinished") or "[]")
+                what = (f"units of {_listed(left)} are not finished" if left else
+                        "the snapshot backfill has not finished (it was stopped, or units had problems)")
+                raise StateError(f"{store.path} has no high-water mark: {what}; run `backfill --snapshot` with its "
+                                 "paths to its end first, or give --since YYYY-MM-DD")
             if since is None and not mark:
                 raise StateError(
                     f"{store.path} has no high-water mark: run a backfill first, or give --since YYYY-MM-DD"
@@ -292,11 +293,11 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
 def first_mark(meta: dict[str, str]) -> str:
     """Where the first update starts: the earliest of the API backfill's start and the day
     before the snapshot's currency (a day's overlap: a snapshot's latest records need not all
-    be indexed up to its latest date-time), "" when the state holds neither. Not the currency
-    of a snapshot whose files an earlier run left half read (`snapshot_unfinished`): records
-    not read yet may be older than it, and no update would ask for them."""
+    be indexed up to its latest date-time), "" when the state holds neither. Only the currency
+    of a snapshot read to its end: records not read yet (a run stopped, units with problems,
+    files left half read by an earlier run) may be older than it, and no update would ask for them."""
     marks = [meta.get("backfill_started_at", "")[:10]]
-    if meta.get("snapshot_currency") and not meta.get("snapshot_unfinished"):
+    if meta.get("snapshot_currency") and meta.get("snapshot_finished_at"):
         marks.append((date.fromisoformat(meta["snapshot_currency"][:10]) - timedelta(days=1)).isoformat())
     return min(filter(None, marks), default="")
 
@@ -315,7 +316,8 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
         known = json.loads(meta.get("snapshot_paths", "[]"))
         given = [str(p.resolve()) for p in paths]
         await store.set_meta({"snapshot_paths": json.dumps(known + [p for p in given if p not in known]),
-                              "snapshot_started_at": meta.get("snapshot_started_at") or utc_now()})
+                              "snapshot_started_at": meta.get("snapshot_started_at") or utc_now(),
+                              "snapshot_finished_at": None})  # until this run reads it all
         # The lanes are the snapshot's parser processes: they select and render too.
         async with started_crawl(config, store, client, output, stop, parse_pool=False) as crawl:
             tally = await ingest(crawl, paths, config.parsers)

@@ -438,13 +438,16 @@ def test_bad_input_is_reported_read_around_and_retried_alone(tmp_path):
 
 
 def test_the_first_update_starts_at_the_earlier_mark():
-    """A snapshot's mark is the day before its currency; beside an API backfill, the earlier wins."""
+    """A snapshot's mark is the day before its currency, once it was read to its end; beside an
+    API backfill, the earlier wins."""
     from crawler.jobs import first_mark
 
+    snapshot = {"snapshot_currency": "2026-03-01T00:00:05Z", "snapshot_finished_at": "2026-03-02T00:00:00Z"}
     assert first_mark({}) == ""
-    assert first_mark({"snapshot_currency": "2026-03-01T00:00:05Z"}) == "2026-02-28"
+    assert first_mark(snapshot) == "2026-02-28"
+    assert first_mark({"snapshot_currency": "2026-03-01T00:00:05Z"}) == "", "a snapshot not read to its end"
     assert first_mark({"backfill_started_at": "2026-05-02T10:00:00Z"}) == "2026-05-02"
-    both = {"snapshot_currency": "2026-03-01T00:00:05Z", "backfill_started_at": "2026-05-02T10:00:00Z"}
+    both = {**snapshot, "backfill_started_at": "2026-05-02T10:00:00Z"}
     assert first_mark(both) == "2026-02-28"
     assert first_mark({**both, "backfill_started_at": "2026-01-10T00:00:00Z"}) == "2026-01-10"
 
@@ -537,6 +540,10 @@ def test_a_rerun_without_a_path_left_half_read_is_not_finished(tmp_path):
         proc.stderr.close()
         half = {k for k, (_, _, done, _) in _units(state).items() if not done}
         assert half and all(k.startswith(f"snapshot:{big}::") for k in half), half
+        # Stopped part-way: its currency is no update's mark either (an update went 17 years back).
+        assert asyncio.run(status_report(state))["update"]["high_water_mark"] is None
+        with pytest.raises(StateError, match="the snapshot backfill has not finished"):
+            asyncio.run(update(crawler_config("http://127.0.0.1:9", tmp_path), asyncio.Event()))
 
         alone = _run(_args(url, tmp_path, small, rows=20))
         assert alone.returncode == 1, alone.stdout + alone.stderr
