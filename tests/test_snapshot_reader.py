@@ -540,3 +540,18 @@ def test_a_zip_or_other_packed_file_is_named_with_what_to_do(tmp_path, works):
     messages = {Path(p.path).name: p.message for p in problems}
     assert messages == {"snapshot.zip": "a zip archive (unzip it and give the folder), not a snapshot format; not read",
                         "works.jsonl.bz2": "a bzip2 file (bunzip2 it), not a snapshot format; not read"}
+
+
+@pytest.mark.parametrize("fmt", ["tgz-json", "jsonl", "dir-jsonl-gz"])
+def test_batches_say_how_far_into_their_unit_the_reading_stands(tmp_path, fmt):
+    """What the progress line's bytes and ETA move by within a unit (a Plus snapshot's .tar.gz is
+    one unit of hundreds of GB, of files of a few thousand records): positions grow, stay inside
+    the unit and end at its length. (Files big enough to outgrow the inflating reader's 512 KB
+    reads; a JSON document's records come once it is read whole.)"""
+    per_file = 500 if fmt == "tgz-json" else 3000
+    write_snapshot(generate(3000, seed=24).works, tmp_path / "snap", fmt, records_per_file=per_file)
+    for unit in list_units([tmp_path / "snap"]):
+        positions = [b.position for b in read_unit(unit, batch=100)]
+        assert len(positions) > 2, "too few batches to see the reading move"
+        assert positions == sorted(positions) and positions[-1] == unit.length
+        assert 0 < positions[len(positions) // 2] < unit.length, positions

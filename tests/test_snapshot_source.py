@@ -570,3 +570,23 @@ def test_a_rerun_without_a_path_left_half_read_is_not_finished(tmp_path):
     assert meta["snapshot_finished_at"] and "snapshot_unfinished" not in meta
     assert meta["snapshot_currency"] == _currency(corpus.works)
     assert asyncio.run(status_report(state))["update"]["high_water_mark"]
+
+
+def test_progress_moves_within_a_unit_and_a_resume_point_is_not_read_speed():
+    """`Tally.read`: bytes done count the units in progress; the rate behind the ETA counts only
+    what this run read (a resumed unit's first position is where it stood, skipped over)."""
+    from crawler.snapshot import Unit
+    from crawler.snapshot.base import TAR_STREAM
+    from crawler.sources.snapshots import Tally
+
+    plus = Unit("all.json.tar.gz", "all.json.tar.gz", None, 0, 10_000, TAR_STREAM, sequential=True)
+    resumed = Unit("b.jsonl", "b.jsonl", None, 0, 4_000, "file")
+    tally = Tally(units=2, total_bytes=14_000)
+    assert tally.line().endswith("ETA ?")
+    tally.read(plus, 2_500, resumed=False)
+    tally.read(resumed, 3_000, resumed=True)  # resumed after records committed by an earlier run
+    assert tally.read_bytes == 2_500 and sum(tally.reading.values()) == 5_500
+    tally.read(resumed, 4_000, resumed=True)  # its end
+    tally.read(plus, 6_000, resumed=False)
+    assert tally.read_bytes == 2_500 + 1_000 + 3_500 and tally.reading == {"all.json.tar.gz": 6_000}
+    assert not tally.line().endswith("ETA ?")

@@ -71,6 +71,7 @@ class Batch(NamedTuple):
     problems: list[SnapshotProblem]
     records: int  # records consumed by this batch, good or bad (not the skipped ones)
     end: bool  # the unit is finished
+    position: int = 0  # bytes of the unit's stored data read so far (about: reads run ahead), for progress
 
 
 class Bad(NamedTuple):

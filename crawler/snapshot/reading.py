@@ -50,7 +50,8 @@ def read_unit(unit: Unit, skip: int = 0, batch: int = 1000) -> Iterator[Batch]:
     works: list[Work] = []
     problems: list[SnapshotProblem] = []
     consumed = count = 0
-    for item in _records(unit):
+    handles: list[IO[bytes]] = []  # the stored file as `_records` opens it: where the reading stands
+    for item in _records(unit, handles):
         if type(item) is SnapshotProblem:
             if consumed >= skip:
                 problems.append(item)
@@ -72,9 +73,17 @@ def read_unit(unit: Unit, skip: int = 0, batch: int = 1000) -> Iterator[Batch]:
             if work is not None:
                 works.append(work)
         if count >= batch:
-            yield Batch(works, problems, count, False)
+            yield Batch(works, problems, count, False, _position(handles, unit))
             works, problems, count = [], [], 0
-    yield Batch(works, problems, count, True)
+    yield Batch(works, problems, count, True, unit.length)
+
+
+def _position(handles: list[IO[bytes]], unit: Unit) -> int:
+    """How far into the unit's stored bytes the reading stands (a .tar.gz: its compressed bytes)."""
+    try:
+        return min(max(handles[-1].tell() - unit.offset, 0), unit.length)
+    except (IndexError, ValueError, OSError):
+        return 0
 
 
 def _decode(span: bytes, problems: list[SnapshotProblem], ctx: Context, number: int, pos: int) -> Work | None:
@@ -100,16 +109,17 @@ def _decode(span: bytes, problems: list[SnapshotProblem], ctx: Context, number: 
     return work
 
 
-def _records(unit: Unit) -> Iterator[Record | SnapshotProblem]:
+def _records(unit: Unit, handles: list[IO[bytes]]) -> Iterator[Record | SnapshotProblem]:
     if unit.kind == BROKEN:
         yield SnapshotProblem(unit.path, f"byte {unit.offset}", unit.note)
         return
     if unit.kind == TAR_STREAM:
-        yield from _tar_stream(unit)
+        yield from _tar_stream(unit, handles)
         return
     ctx = Context(unit.path, unit.member, unit.part if unit.kind == PART else None)
     try:
         with open(unit.path, "rb") as handle:
+            handles.append(handle)
             if unit.kind == PART:
                 yield from _part(ctx, handle, unit.offset, unit.offset + unit.length)
             elif unit.kind == MEMBER:
@@ -146,11 +156,12 @@ class _Slice(io.RawIOBase):
         return got or 0
 
 
-def _tar_stream(unit: Unit) -> Iterator[Record | SnapshotProblem]:
+def _tar_stream(unit: Unit, handles: list[IO[bytes]]) -> Iterator[Record | SnapshotProblem]:
     """The members of a .tar.gz one after the other, inflated once, in one pass."""
     ctx = Context(unit.path)
     try:
         with open(unit.path, "rb") as handle:
+            handles.append(handle)
             outer = _Guard(igzip.IGzipFile(fileobj=handle, mode="rb"))
             tar = tarfile.open(fileobj=outer, mode="r|")
             last = None

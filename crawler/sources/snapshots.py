@@ -57,6 +57,7 @@ class Parsed(NamedTuple):
     records: int  # consumed by this batch, good or bad
     end: bool
     currency: str  # the latest `indexed` date-time of the batch's works ("" if none)
+    position: int = 0  # bytes of the unit read so far (`Batch.position`)
 
 
 # -- in the lane's process ------------------------------------------------------------------
@@ -84,7 +85,7 @@ def read_batch(unit: Unit, skip: int, batch: int, now: str, ticket: int) -> Pars
     parsed, prefixes = parse_works(got.works) if got.works else ([], set())
     _held[ticket] = parsed
     return Parsed([w.subject for w in parsed], len(parsed), prefixes, got.problems, got.records, got.end,
-                  currency(got.works, now))
+                  currency(got.works, now), got.position)
 
 
 def select_batch(ticket: int, seen_blobs: dict[int, bytes], agencies: dict[str, str | None], timestamp: str,
@@ -125,14 +126,27 @@ class Tally:
     failed: list[str] = field(default_factory=list)  # unit keys with problems, this run
     left: list[str] = field(default_factory=list)  # files not given whose units an earlier run left unfinished
     currency: str = ""
+    reading: dict[str, int] = field(default_factory=dict)  # bytes read so far of each unit in progress
+    read_bytes: int = 0  # read this run (a resumed unit's bytes before its resume point not counted)
     started: float = field(default_factory=time.monotonic)
+
+    def read(self, unit: Unit, position: int, resumed: bool) -> None:
+        """A batch of `unit` committed, the reading `position` bytes into it: bytes done and the
+        rate behind the ETA move within a unit too (a Plus snapshot's .tar.gz is one unit)."""
+        before = self.reading.get(unit.key)
+        if before is not None or not resumed:  # a resumed unit's first batch: where it stands, not read
+            self.read_bytes += max(position - (before or 0), 0)
+        if position >= unit.length:
+            self.reading.pop(unit.key, None)
+        else:
+            self.reading[unit.key] = position
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.records / elapsed
-        done = self.skipped_bytes + self.done_bytes
+        done = self.skipped_bytes + self.done_bytes + sum(self.reading.values())
         left = self.total_bytes - done
-        byte_rate = self.done_bytes / elapsed
+        byte_rate = self.read_bytes / elapsed
         eta = duration(left / byte_rate) if byte_rate > 0 else "?"
         return (f"snapshot: {self.skipped_units + self.done_units:,}/{self.units:,} units, "
                 f"{done / 1e9:,.2f}/{self.total_bytes / 1e9:,.2f} GB done; {self.records:,} records this run, "
@@ -269,6 +283,7 @@ async def _commit(crawl: Crawl, lane: ParserPool, unit: Unit, got: Parsed, ticke
     await crawl.commit_selected(got.subjects, got.prefixes, select, works=got.works, unit=progress, meta=meta)
     tally.records += got.records
     tally.problems += len(got.problems)
+    tally.read(unit, unit.length if got.end else got.position, resumed=again[1] > 0)
     if got.end:
         tally.done_units += 1
         tally.done_bytes += unit.length
