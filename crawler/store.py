@@ -138,7 +138,12 @@ class UnitProgress:
     done: bool
     failed: bool = False
     bytes: int = 0  # stored bytes of the unit, counted when done
-    stamp: str = ""  # the size and modification time of the unit's file (snapshot units)
+    stamp: str = ""  # the size and modification time of the unit's file (`file_stamp`)
+
+
+def file_stamp(info: os.stat_result) -> str:
+    """What tells a file read before from another one copied over the same path since."""
+    return f"{info.st_size}:{info.st_mtime_ns}"
 
 
 _BIG_ENDIAN = sys.byteorder == "big"

@@ -376,6 +376,25 @@ async def test_ingest_directory_with_a_bad_file(tmp_path, caplog):
     assert keys == expected and len(expected) > 500
 
 
+async def test_an_xml_file_copied_over_one_read_before_is_read_again(tmp_path, caplog):
+    """A file is known by its path and its size and modification time: a new deposit copied over
+    an ingested one's path used to be skipped as done (its works lost, exit 0)."""
+    corpus = generate(200, seed=18)
+    deposit = tmp_path / "deposit.xml"
+    caplog.set_level(logging.WARNING, logger="crawler")
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config(sim.url, tmp_path)
+        deposit.write_bytes(render_deposit(corpus.works[:80]))
+        first = await ingest_xml(config, asyncio.Event(), [deposit])
+        deposit.write_bytes(render_deposit(corpus.works[40:]))  # overlapping: nothing may come twice
+        second = await ingest_xml(config, asyncio.Event(), [deposit])
+    assert (first.code, second.code) == (0, 0), (first.message, second.message)
+    assert f"{deposit} changed since it was read" in caplog.text
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated, f"{len(repeated)} link(s) written twice"
+    assert keys == corpus.expected
+
+
 async def test_xml_and_json_paths_give_the_same_events(tmp_path):
     corpus = generate(300, seed=17)
     assert {w["type"] for w in corpus.works} >= {"journal-article", "book-chapter", "component", "standard"}

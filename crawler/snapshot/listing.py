@@ -16,6 +16,7 @@ from crawler.snapshot.base import (
     ARCHIVES, BOM, BROKEN, FILE, GZIP_MAGIC, MEMBER, PART, STREAM_ERRORS, SUFFIXES, TAR_STREAM, Unit, wanted,
 )
 from crawler.snapshot.jsontext import layout
+from crawler.store import file_stamp
 
 
 def list_units(paths: Iterable[Path], *, part_bytes: int | None = None) -> Iterator[Unit]:
@@ -60,7 +61,7 @@ def _walk(root: str) -> Iterator[str]:
 
 def _file_units(path: str, explicit: bool, part_bytes: int) -> Iterator[Unit]:
     info = os.stat(path)
-    size, stamp = info.st_size, f"{info.st_size}:{info.st_mtime_ns}"
+    size, stamp = info.st_size, file_stamp(info)
     lower = path.lower()
     kind = sniff(path)
     if kind == "tar" or (kind is None and lower.endswith(".tar")):

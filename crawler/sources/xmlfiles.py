@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from crawler.decode import ParsedPage, parse_works
 from crawler.model import Work
-from crawler.store import UnitProgress
+from crawler.store import UnitProgress, file_stamp
 from crawler.xmlreader import XmlProblem, iter_paths, read_works
 
 if TYPE_CHECKING:
@@ -28,11 +28,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_Batch = tuple[Path, list[Work], list[XmlProblem], int, bool]  # file, works, problems, records so far, file done
+# file, its stamp, works, problems, records so far, file done
+_Batch = tuple[Path, str, list[Work], list[XmlProblem], int, bool]
 
 
-def _batches(paths: list[Path], size: int, done: dict[str, tuple[int, int, bool, bool]]) -> Iterator[_Batch]:
-    for path in iter_paths(paths):
+def _batches(files: list[tuple[Path, str]], size: int, done: dict[str, tuple[int, int, bool, bool]]) -> Iterator[_Batch]:
+    for path, stamp in files:
         key = str(path.resolve())
         records, _, finished, failed = done.get(key, (0, 0, False, False))
         if finished and not failed:
@@ -51,15 +52,28 @@ def _batches(paths: list[Path], size: int, done: dict[str, tuple[int, int, bool,
                 continue
             works.append(item)
             if len(works) >= size:
-                yield path, works, problems, consumed, False
+                yield path, stamp, works, problems, consumed, False
                 works, problems = [], []
-        yield path, works, problems, consumed, True
+        yield path, stamp, works, problems, consumed, True
+
+
+async def _listed(crawl: Crawl, paths: list[Path]) -> list[tuple[Path, str]]:
+    """The files with their stamps; the rows of a file replaced since they were written (another
+    file copied over the same path) are forgotten: it is read again from its start."""
+    files = await asyncio.to_thread(lambda: [(p, file_stamp(p.stat())) for p in iter_paths(paths)])
+    stamps = await crawl.store.unit_stamps()
+    changed = [key for path, stamp in files if (recorded := stamps.get(key := str(path.resolve()))) and recorded != stamp]
+    for key in changed:
+        log.warning("%s changed since it was read (size or modification time): it is read again from its start "
+                    "(links already written are not written again)", key)
+    await crawl.store.forget_units(changed)
+    return files
 
 
 async def ingest(crawl: Crawl, paths: list[Path]) -> tuple[int, int, int]:
     """Every record of the files into the commit path; returns (files, records, problems)."""
     config = crawl.config
-    source = _batches(paths, config.rows, await crawl.store.units())
+    source = _batches(await _listed(crawl, paths), config.rows, await crawl.store.units())
     files: set[Path] = set()
     bad = records = 0
     last_report = time.monotonic()
@@ -70,7 +84,7 @@ async def ingest(crawl: Crawl, paths: list[Path]) -> tuple[int, int, int]:
             item = await loop.run_in_executor(reader, next, source, None)
             if item is None:
                 break
-            path, works, problems, consumed, finished = item
+            path, stamp, works, problems, consumed, finished = item
             if path not in files:
                 files.add(path)
                 log.info("reading %s", path)
@@ -80,7 +94,8 @@ async def ingest(crawl: Crawl, paths: list[Path]) -> tuple[int, int, int]:
             parsed, prefixes = await crawl.parse(parse_works, works) if works else ([], set())
             records += len(works)
             page = ParsedPage(None, None, len(works), parsed, [], prefixes)
-            unit = UnitProgress(str(path.resolve()), consumed, len(problems), finished, failed=bool(problems) and finished)
+            unit = UnitProgress(str(path.resolve()), consumed, len(problems), finished,
+                                failed=bool(problems) and finished, stamp=stamp)
             await crawl.commit_page(page, unit=unit)
             if config.progress_s and time.monotonic() - last_report >= config.progress_s:
                 last_report = time.monotonic()
