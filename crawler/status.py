@@ -119,6 +119,7 @@ async def _snapshot(state: Path, meta: dict[str, str]) -> dict[str, Any] | None:
     store = await Store.open(state, readonly=True)
     try:
         units = await store.unit_summary("snapshot:")
+        problems = await store.unit_problems("snapshot:")
     finally:
         await store.close()
     return {
@@ -127,6 +128,8 @@ async def _snapshot(state: Path, meta: dict[str, str]) -> dict[str, Any] | None:
         "unfinished": json.loads(meta.get("snapshot_unfinished", "[]")),  # files an earlier run left half read
         "records": units["records"], "units_done": units["done"] - units["failed"], "units_failed": units["failed"],
         "units_started": units["units"] - units["done"], "problems": units["problems"], "bytes_done": units["bytes"],
+        # what went wrong, per failed unit (its last problem; the run's log has them all)
+        "failed_units": [{"unit": key[len("snapshot:"):], "problem": note} for key, note in problems],
     }
 
 
@@ -207,6 +210,8 @@ def status_table(report: dict[str, Any]) -> Table:
                       + (f", [red]{snapshot['units_failed']:,} failed[/] ({snapshot['problems']:,} problems; "
                          "run the same backfill again to read them again)" if snapshot["units_failed"] else "")
                       + f"; currency {snapshot['currency'] or 'unknown'}")
+        for failed in snapshot["failed_units"]:
+            table.add_row("[red]failed unit[/]", f"{failed['unit']}: {failed['problem']}")
     update = report["update"]
     if update["high_water_mark"]:
         table.add_row("high-water mark", f"{update['high_water_mark']} (from the {update['mark_from']})")

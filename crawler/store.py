@@ -26,7 +26,7 @@ import aiosqlite
 from crawler.errors import DiskError, StateError
 
 SCHEMA_VERSION = 5  # 2: xxh3 link hashes; 3: 48-bit link hashes; 4: window scopes, deferred links, units;
-# 5: the stamp of a unit's file
+# 5: the stamp of a unit's file, its last problem
 APPLICATION_ID = 0x43524C52  # "CRLR": tells our state files from any other SQLite file
 
 _SCHEMA = """
@@ -59,7 +59,8 @@ CREATE TABLE deferred (prefix TEXT NOT NULL, subject TEXT NOT NULL, links INTEGE
 CREATE TABLE units (key TEXT PRIMARY KEY, records INTEGER NOT NULL DEFAULT 0,
                     problems INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
                     failed INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
-                    stamp TEXT NOT NULL DEFAULT '') WITHOUT ROWID;  -- the file's size:mtime when written
+                    stamp TEXT NOT NULL DEFAULT '',  -- the file's size:mtime when written
+                    note TEXT NOT NULL DEFAULT '') WITHOUT ROWID;  -- its last problem: where, what
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE sink (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, offset INTEGER NOT NULL);
 INSERT INTO sink VALUES (1, 1, 0);
@@ -82,7 +83,7 @@ CREATE TABLE units (key TEXT PRIMARY KEY, records INTEGER NOT NULL DEFAULT 0,
 DELETE FROM counters WHERE name = 'unknown-agency';
 """,
     # Rows written before have no stamp (''): they are taken as of the file as it is now.
-    4: "ALTER TABLE units ADD COLUMN stamp TEXT NOT NULL DEFAULT '';",
+    4: "ALTER TABLE units ADD COLUMN stamp TEXT NOT NULL DEFAULT ''; ALTER TABLE units ADD COLUMN note TEXT NOT NULL DEFAULT '';",
 }
 
 WINDOW_STATUSES = ("unsized", "pending", "running", "done", "short", "failed")
@@ -139,6 +140,7 @@ class UnitProgress:
     failed: bool = False
     bytes: int = 0  # stored bytes of the unit, counted when done
     stamp: str = ""  # the size and modification time of the unit's file (`file_stamp`)
+    note: str = ""  # the batch's last problem ("where: what"), kept for `status` until another comes
 
 
 def file_stamp(info: os.stat_result) -> str:
@@ -540,6 +542,11 @@ class Store:
         """unit key -> the stamp of the file its row was written from ('' if not known)."""
         return dict(await self._all("SELECT key, stamp FROM units WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)))
 
+    async def unit_problems(self, prefix: str = "", limit: int = 5) -> list[tuple[str, str]]:
+        """(unit key, its last problem) of failed units, the first `limit` by key."""
+        return await self._all("SELECT key, note FROM units WHERE failed = 1 AND note != '' AND substr(key, 1, ?) = ? "
+                               "ORDER BY key LIMIT ?", (len(prefix), prefix, limit))
+
     async def unit_summary(self, prefix: str = "") -> dict[str, int]:
         """Units (those whose key starts with `prefix`) and their sums."""
         row = await self._one(
@@ -608,10 +615,13 @@ class Store:
                 )
             if unit is not None:
                 await db.execute(
-                    "INSERT INTO units (key, records, problems, done, failed, bytes, stamp) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO units (key, records, problems, done, failed, bytes, stamp, note) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET records=excluded.records, problems=problems+excluded.problems, "
-                    "done=excluded.done, failed=excluded.failed, bytes=excluded.bytes, stamp=excluded.stamp",
-                    (unit.key, unit.records, unit.problems, int(unit.done), int(unit.failed), unit.bytes, unit.stamp),
+                    "done=excluded.done, failed=excluded.failed, bytes=excluded.bytes, stamp=excluded.stamp, "
+                    "note=CASE excluded.note WHEN '' THEN note ELSE excluded.note END",
+                    (unit.key, unit.records, unit.problems, int(unit.done), int(unit.failed), unit.bytes, unit.stamp,
+                     unit.note),
                 )
             if meta:
                 await db.executemany(

@@ -421,6 +421,12 @@ def test_bad_input_is_reported_read_around_and_retried_alone(tmp_path):
         assert {k: v for k, v in _units(tmp_path / "state.sqlite3").items() if k not in failed} == good_rows
         keys2, repeated2 = output_keys(tmp_path / "events")
         assert not repeated2 and keys2 == keys
+        # `status` says what went wrong where, not only how often (the run's log is not at hand).
+        told = {f["unit"]: f["problem"] for f in asyncio.run(status_report(tmp_path / "state.sqlite3"))["snapshot"]
+                ["failed_units"]}
+        assert set(told) == {k.removeprefix("snapshot:") for k in failed}
+        assert told[str(snap / "c.jsonl")].startswith("line 41: not JSON"), told
+        assert told[str(snap / "d.json")].startswith("record 8: "), told
 
         # The files mended: each is another file now (its size or time), read again whole; ends exact.
         _bad_snapshot(tmp_path / "snap", corpus.works, fixed=True)

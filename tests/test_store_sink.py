@@ -26,17 +26,19 @@ async def test_schema_versioned_and_reopened(tmp_path):
 
 
 async def test_a_version_4_state_file_gets_unit_stamps_and_keeps_its_rows(tmp_path):
-    """Version 4's units rows had no stamp of their file: the upgrade adds it, empty (not known)."""
+    """Version 4's units rows had no stamp of their file nor note of their last problem: the
+    upgrade adds both, empty (not known)."""
     path = tmp_path / "s.sqlite3"
     async with await Store.open(path):
         pass
     con = sqlite3.connect(path)
-    con.executescript("ALTER TABLE units DROP COLUMN stamp; PRAGMA user_version=4; "
+    con.executescript("ALTER TABLE units DROP COLUMN stamp; ALTER TABLE units DROP COLUMN note; PRAGMA user_version=4; "
                       "INSERT INTO units (key, records, done) VALUES ('snapshot:/a.tar::0.json.gz', 7, 1);")
     con.close()
     async with await Store.open(path) as store:
         assert await store.units() == {"snapshot:/a.tar::0.json.gz": (7, 0, True, False)}
         assert await store.unit_stamps("snapshot:") == {"snapshot:/a.tar::0.json.gz": ""}
+        assert await store.unit_problems("snapshot:") == []
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     con.close()

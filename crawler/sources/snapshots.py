@@ -266,8 +266,10 @@ async def _commit(crawl: Crawl, lane: ParserPool, unit: Unit, got: Parsed, ticke
     for problem in got.problems:
         log.warning("%s: %s: %s", problem.path, problem.where, problem.message)
     failed = got.end and problems > 0
+    last = got.problems[-1] if got.problems else None
     progress = UnitProgress(KEY_PREFIX + unit.key, records, len(got.problems), got.end, failed,
-                            unit.length if got.end else 0, unit.stamp)
+                            unit.length if got.end else 0, unit.stamp,
+                            f"{last.where}: {last.message}" if last else "")
 
     async def select(seen_blobs: dict[int, bytes], agencies: dict[str, str | None]) -> Rendered:
         if not got.works:
