@@ -20,7 +20,7 @@ from typing import Any
 
 from crawler import __version__
 from crawler.config import DEFAULT_API_URL, DEFAULT_RA_URL, DEFAULT_STATE, MAX_ROWS, Config, default_parsers
-from crawler.errors import EXIT_CODES, CrawlerError, UsageError
+from crawler.errors import EXIT_CODES, CrawlerError, Stopped, UsageError
 from crawler.logs import print_outcome, setup_logging
 
 log = logging.getLogger("crawler")
@@ -420,6 +420,12 @@ def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tup
         result = asyncio.run(main())
     except asyncio.CancelledError:
         result = None
+    except Stopped as exc:  # the stop ended a wait on a failing service before the job could report
+        if not received:
+            raise
+        from crawler.jobs import Outcome
+
+        result = Outcome(exc.exit_code, f"stopped cleanly ({exc}); run the same command again to resume")
     return result, (128 + received[0]) if received else None
 
 

@@ -348,7 +348,8 @@ class Crawl:
 
 
 # -- setting a run up -------------------------------------------------------------------
-def open_session(config: Config) -> tuple[aiohttp.ClientSession, ApiClient]:
+def open_session(config: Config, stop: asyncio.Event | None = None) -> tuple[aiohttp.ClientSession, ApiClient]:
+    """The session and its client; `stop`, the run's stop, ends waiting on a failing service."""
     if config.plus_token or config.trust_rate_headers:
         start, ceiling = POLITE, None  # Plus: its limits come from the headers
     elif config.mailto:
@@ -374,15 +375,16 @@ def open_session(config: Config) -> tuple[aiohttp.ClientSession, ApiClient]:
                       give_up_after_s=config.give_up_after_s),
         ra_health=Health("the registration-agency service", first_wait_s=config.retry_initial_s,
                          max_wait_s=config.retry_max_s, give_up_after_s=config.give_up_after_s),
+        stop=stop,
     )
     return session, client
 
 
 @contextlib.asynccontextmanager
-async def opened(config: Config) -> AsyncIterator[tuple[Store, ApiClient]]:
+async def opened(config: Config, stop: asyncio.Event | None = None) -> AsyncIterator[tuple[Store, ApiClient]]:
     store = await Store.open(config.state)
     try:
-        session, client = open_session(config)
+        session, client = open_session(config, stop)
         async with session:
             yield store, client
     finally:

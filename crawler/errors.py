@@ -122,5 +122,12 @@ class PageTooLarge(RetryableError):
         super().__init__(message, outage=False)
 
 
+class Stopped(ApiError):
+    """A stop (SIGINT/SIGTERM) came while a request waited on a failing service: it is not
+    tried again. What waited on it ends uncommitted, to be read again by the next run."""
+
+    exit_code = 130
+
+
 class CursorInvalid(ApiError):
     """404 cursor-invalid: the scroll expired or is unknown; the window must restart."""

@@ -177,7 +177,7 @@ async def plan_only(config: Config, store: Store, client: ApiClient, job: str, w
 async def backfill(config: Config, stop: asyncio.Event, *, plan: bool = False) -> Outcome:
     """Every work created in the range; resumes; refuses a state file of another range.
     `plan`: only size the windows (see `plan_only`)."""
-    async with opened(config) as (store, client):
+    async with opened(config, stop) as (store, client):
         meta = await store.meta()
         _check_setting(store, meta, "backfill_filter", config.scope, "backfill scoped to")
         if "backfill_from" in meta:
@@ -236,7 +236,7 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
     A window the API keeps serving short does not hold the mark back: it stays in the state
     and is tried again by the next update, which also fetches everything indexed since.
     """
-    async with opened(config) as (store, client):
+    async with opened(config, stop) as (store, client):
         meta = await store.meta()
         _check_setting(store, meta, "backfill_filter", config.scope, "crawl scoped to")
         output = await prepare_output(config, store, meta)
@@ -310,7 +310,7 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
     """
     from crawler.sources.snapshots import ingest
 
-    async with opened(config) as (store, client):
+    async with opened(config, stop) as (store, client):
         meta = await store.meta()
         output = await prepare_output(config, store, meta)
         known = json.loads(meta.get("snapshot_paths", "[]"))
@@ -353,7 +353,7 @@ async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> 
     """Crossref XML files -> the same events, into the same state and output."""
     from crawler.sources.xmlfiles import ingest
 
-    async with opened(config) as (store, client):
+    async with opened(config, stop) as (store, client):
         meta = await store.meta()
         output = await prepare_output(config, store, meta)
         async with started_crawl(config, store, client, output, stop) as crawl:

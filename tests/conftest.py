@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -70,6 +72,29 @@ def crawler_args(url: str, tmp: Path, *extra: str) -> list[str]:
 
 def run_crawler(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def stop_once_logged(args: list[str], sig: int, words: str, log: Path, timeout: float = 60,
+                     within: float = 20) -> tuple[int, str]:
+    """A crawler subprocess sent `sig` once its log says `words` (polled from its stderr file,
+    no sleep to guess by); its exit code and log, once it ended within `within` seconds."""
+    with log.open("w") as err:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=err, stderr=err, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while words not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None and words in log.read_text(), f"never logged {words!r}: {log.read_text()}"
+        proc.send_signal(sig)
+        try:
+            code = proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {within} s after {signal.Signals(sig).name}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, log.read_text()
 
 
 @cache

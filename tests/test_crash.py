@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from crawler.simulator.app import SimulatorThread
-from tests.conftest import ROOT, committed_pages, crawler_args, fast_sim_config, output_keys, run_crawler
+from crawler.simulator.app import Faults, Outage, SimulatorThread
+from tests.conftest import (ROOT, committed_pages, crawler_args, fast_sim_config, output_keys, run_crawler,
+                            stop_once_logged)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,28 @@ def test_signal_stops_cleanly_and_resumes(slow_sim, tmp_path, sig, code):
     assert done.returncode == 0, done.stderr
     keys, repeated = output_keys(tmp_path / "events")
     assert not repeated and keys == slow_sim.corpus.expected
+
+
+@pytest.mark.parametrize("sig, code, after", [(signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 1),
+                                              (signal.SIGINT, 130, 12)])
+def test_a_stop_while_the_api_fails_ends_the_run_at_once(small_corpus, tmp_path, sig, code, after):
+    """Every /works request answers 503 from the first (the backfill's first look-up) or from
+    the 12th (windows scrolling): retried until the first signal, which ends the run within
+    seconds as a clean stop; a rerun with the API back is exact."""
+    failing = SimulatorThread(small_corpus, fast_sim_config(faults=Faults(outages=(Outage(after, 3600),))))
+    healthy = SimulatorThread(small_corpus, fast_sim_config())
+    urls = failing.start(), healthy.start()
+    try:
+        got, err = stop_once_logged(crawler_args(urls[0], tmp_path), sig, "retrying after:", tmp_path / "stopped.log")
+        assert got == code and "stopped cleanly" in err and "run the same command again to resume" in err, err
+        assert "Traceback" not in err and "503" in err, err
+        done = run_crawler(crawler_args(urls[1], tmp_path))
+        assert done.returncode == 0, done.stderr
+    finally:
+        failing.stop()
+        healthy.stop()
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated and keys == small_corpus.expected
 
 
 def test_second_crawler_on_same_state_is_refused(slow_sim, tmp_path):

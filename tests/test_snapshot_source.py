@@ -27,11 +27,11 @@ from isal import igzip
 
 from crawler.errors import StateError
 from crawler.jobs import backfill, backfill_snapshot, update
-from crawler.simulator.app import Simulator, SimulatorThread
+from crawler.simulator.app import Faults, Outage, Simulator, SimulatorThread
 from crawler.simulator.corpus import Corpus, generate
 from crawler.simulator.snapshot import FORMATS, write_snapshot
 from crawler.status import status_report
-from tests.conftest import ROOT, child_pids, crawler_config, fast_sim_config, output_keys
+from tests.conftest import ROOT, child_pids, crawler_config, fast_sim_config, output_keys, stop_once_logged
 
 
 def _currency(works: list[dict]) -> str:
@@ -286,6 +286,35 @@ def test_a_stop_then_rerun_is_exact(tmp_path, fmt, sig):
     assert not repeated, f"{len(repeated)} link(s) written twice"
     assert keys == corpus.expected
     assert _meta(state)["snapshot_currency"] == _currency(corpus.works)
+
+
+@pytest.mark.parametrize("sig,code,ra", [(signal.SIGINT, 130, "closed"), (signal.SIGTERM, 143, "503")])
+def test_a_stop_while_the_agency_service_fails_ends_the_run_at_once(tmp_path, corpus, sig, code, ra):
+    """The agency service unreachable (a closed port) or answering 503: the look-ups are retried
+    until the first SIGINT/SIGTERM, which ends the run within seconds as a clean stop; the
+    batches that waited are not committed, and a rerun with the service back gives each link once."""
+    write_snapshot(corpus.works, tmp_path / "snap", "dir-jsonl-gz", records_per_file=200)
+    sims = [SimulatorThread(corpus, fast_sim_config())]  # the healthy one, for the rerun
+    if ra == "503":
+        sims.append(SimulatorThread(corpus, fast_sim_config(faults=Faults(outages=(Outage(1, 3600, target="ra"),)))))
+    urls = [sim.start() for sim in sims]
+    try:
+        ra_url = "http://127.0.0.1:9" if ra == "closed" else urls[1]
+        args = [*_args(ra_url, tmp_path, tmp_path / "snap", rows=50, parsers=2),
+                "--retry-initial", "0.05", "--retry-max", "0.5"]
+        got, err = stop_once_logged(args, sig, "retrying after:", tmp_path / "stopped.log")
+        assert got == code and "stopped cleanly" in err and "run the same command again to resume" in err, err
+        assert "Traceback" not in err, err
+        assert "cannot connect to 127.0.0.1:9" in err if ra == "closed" else "503" in err
+        assert not list((tmp_path / "events").glob("*.part")), "a clean stop leaves no partial file"
+        rerun = _run(_args(urls[0], tmp_path, tmp_path / "snap", rows=50, parsers=2))
+        assert rerun.returncode == 0, rerun.stderr
+    finally:
+        for sim in sims:
+            sim.stop()
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated, f"{len(repeated)} link(s) written twice"
+    assert keys == corpus.expected
 
 
 # -- snapshot, then the corpus changes, then update -------------------------------------------

@@ -11,6 +11,10 @@ A scroll continuation is retried in place too: when the lost answer had already 
 scroll, a page is missing, and the window's count of distinct works shows it at the end
 (`on_retry` tells the window so). The Plus token goes to the API's host only, never to the
 registration-agency service and never across a redirect to another host.
+
+A stop (the run's first SIGINT/SIGTERM) ends the waiting on a failing service: the call is not
+tried again and raises `Stopped` (see `_unless_stopped`). A request to a service that answers
+is let finish, so a healthy run's stop still commits its pages in flight.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from crawler.errors import (
     PageTooLarge,
     RateLimited,
     RetryableError,
+    Stopped,
     Unreachable,
 )
 
@@ -156,6 +161,7 @@ class ApiClient:
         max_body: int = MAX_BODY_BYTES,
         health: Health | None = None,
         ra_health: Health | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.session = session
         self.api_url = api_url.rstrip("/")
@@ -168,6 +174,7 @@ class ApiClient:
         self.max_body = max_body
         self.health = health or Health("the API", max_wait_s=retry.max_s)
         self.ra_health = ra_health or Health("the registration-agency service", max_wait_s=retry.max_s)
+        self.stop = stop  # the run's stop: set, a call to a failing service is abandoned
         self._api_origin = urlsplit(self.api_url)[:2]
         self._headers = {"User-Agent": user_agent(mailto), "Accept": "application/json"}
         # Only for requests to the API's own host (scheme and host:port); see `_headers_for`.
@@ -254,8 +261,10 @@ class ApiClient:
             return delay
 
         def before_sleep(state: RetryCallState) -> None:
-            self.stats.retries += 1
             exc = state.outcome.exception() if state.outcome else None
+            if self.stop is not None and self.stop.is_set():
+                raise self._stopped(health) from exc
+            self.stats.retries += 1
             if health.gave_up():
                 raise Unreachable(
                     f"{health.label} has not answered for more than {health.give_up_after_s:.0f} s "
@@ -265,17 +274,52 @@ class ApiClient:
                 on_retry(exc)
             log.info("retrying after: %s (attempt %d)", exc, state.attempt_number)
 
+        async def pause(seconds: float) -> None:
+            if self.stop is None:
+                return await asyncio.sleep(seconds)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), seconds)
+            if self.stop.is_set():
+                raise self._stopped(health)
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, RetryableError)),
             stop=stop_never if self.retry.attempts is None else stop_after_attempt(self.retry.attempts),
             wait=wait,
+            sleep=pause,
             before_sleep=before_sleep,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await call()
+                return await self._unless_stopped(call, health, retried=attempt.retry_state.attempt_number > 1)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _unless_stopped(self, call: Any, health: Health, *, retried: bool) -> Any:
+        """One attempt, abandoned (`Stopped`) if the stop comes while its service is failing:
+        this call failed already, or the service's last request did, or it is down (the
+        attempt waits behind its probe). Waiting on it could last until the service is back.
+        An attempt at a service that answers is let finish (its timeouts bound it)."""
+        if self.stop is None:
+            return await call()
+        attempt = asyncio.ensure_future(call())
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not attempt.done() and (retried or health.failures or health.down):
+                raise self._stopped(health)
+            return await attempt
+        finally:
+            stopped.cancel()
+            if not attempt.done():
+                attempt.cancel()  # abandoned, or its caller was cancelled
+            elif not attempt.cancelled():
+                attempt.exception()  # retrieved, even when its caller was cancelled as it ended
+
+    @staticmethod
+    def _stopped(health: Health) -> Stopped:
+        why = f" ({health.last_error})" if health.last_error else ""
+        return Stopped(f"abandoned what waited for {health.label}{why}")
 
     def _headers_for(self, url: str, packed: bool, secret: bool = True) -> dict[str, str]:
         headers = dict(self._headers)

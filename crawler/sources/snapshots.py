@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from crawler.decode import BadPage, ParsedWork, parse_works
 from crawler.engine import ParserPool
+from crawler.errors import Stopped
 from crawler.events import utc_now
 from crawler.figures import duration
 from crawler.snapshot import Batch, SnapshotProblem, Unit, list_units, read_unit
@@ -242,14 +243,16 @@ async def _lane(crawl: Crawl, lane: ParserPool, queue: Iterator[tuple[Unit, int,
                     ahead = asyncio.create_task(lane.run(read_batch, unit, skip + got.records, batch, now, ticket))
                 skip += got.records
                 problems += len(got.problems)
-                commit = asyncio.create_task(_commit(crawl, lane, unit, got, this, (unit, at, batch, now),
-                                                     skip, problems, tally, last))
-                if last is not None:
-                    await last
-                last = commit
+                before = last  # held as `last` from here on: cancelled below if `before` fails
+                last = asyncio.create_task(_commit(crawl, lane, unit, got, this, (unit, at, batch, now),
+                                                   skip, problems, tally, before))
+                if before is not None:
+                    await before
                 if got.end or crawl.stopping.is_set():
                     break
             await last
+        except Stopped:
+            return  # a stop abandoned a batch waiting on a failing service: the next run reads it again
         finally:
             if not ahead.done():
                 ahead.cancel()
