@@ -22,6 +22,7 @@ import json
 import logging
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 import threading
@@ -64,16 +65,19 @@ def start_fork_server() -> None:
 
     A terminal's Ctrl-C (a service manager's stop) reaches every process of the group: while
     the server imported the parser modules it died of it, with a traceback, and the run failed
-    with EOFError instead of stopping. Ignored, not blocked (the spawn resets the mask), and
-    inherited by the server and what it forks: how to stop is the main process's decision,
-    and they go when it goes. Done while the main process has one thread, which blocks both
-    meanwhile: a signal sent in that moment waits for its handler instead of being lost (with
-    more threads, another one could take it while it is ignored; the pools then start the
-    server as they need it).
+    with EOFError instead of stopping. Ignored (which survives the exec), and inherited by the
+    server and what it forks: how to stop is the main process's decision, and they go when it
+    goes. Done while the main process has one thread, which blocks both meanwhile: a signal sent
+    in that moment waits for its handler instead of being lost (with more threads, another one
+    could take it while it is ignored; the pools then start the server as they need it). The
+    resource tracker is started first: its start unblocks both, and one signal in two sent
+    during the server's start was lost that way.
     """
     multiprocessing.set_forkserver_preload(PARSER_MODULES)
     if threading.active_count() > 1:
         return
+    # First, as the server's start would: starting it unblocks both signals (its own guard).
+    multiprocessing.resource_tracker.ensure_running()
     stops = (signal.SIGINT, signal.SIGTERM)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stops}
