@@ -389,8 +389,22 @@ def live_progress(args: argparse.Namespace) -> bool:
 
 
 def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tuple[object, int | None]:
-    """Run a job; the first SIGINT/SIGTERM asks it to stop cleanly, a second one cancels it."""
+    """Run a job; the first SIGINT/SIGTERM asks it to stop cleanly, a second one cancels it.
+
+    From the first line on, not only once the event loop runs: a signal that came while the
+    fork server and the loop started is recorded and stops the job as it begins (it used to
+    raise KeyboardInterrupt wherever it landed, once inside an event loop's `__del__`, with a
+    traceback)."""
     received: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+
+    def announce(signum: int) -> None:
+        print(f"\ncrawler: {signal.Signals(signum).name}: stopping (committing pages in flight; "
+              "send it again to abandon them)", file=sys.stderr, flush=True)
+
+    def early(signum: int, _frame: object) -> None:
+        received.append(signum)
+        announce(signum)
 
     async def main() -> object:
         stop = asyncio.Event()
@@ -402,21 +416,19 @@ def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tup
                 current.cancel()
             received.append(signum)
             stop.set()
-            print(
-                f"\ncrawler: {signal.Signals(signum).name}: stopping (committing pages in flight; "
-                "send it again to abandon them)",
-                file=sys.stderr,
-                flush=True,
-            )
+            announce(signum)
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in stops:
             loop.add_signal_handler(signum, on_signal, signum)
+        if received:
+            stop.set()
         return await job(stop)
 
     from crawler.engine import start_fork_server
 
-    start_fork_server()  # before any thread: see there
+    previous = {signum: signal.signal(signum, early) for signum in stops}
     try:
+        start_fork_server()  # before any thread: see there
         result = asyncio.run(main())
     except asyncio.CancelledError:
         result = None
@@ -426,6 +438,9 @@ def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tup
         from crawler.jobs import Outcome
 
         result = Outcome(exc.exit_code, f"stopped cleanly ({exc}); run the same command again to resume")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     return result, (128 + received[0]) if received else None
 
 

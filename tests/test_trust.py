@@ -300,26 +300,20 @@ def test_demo_takes_an_empty_folder_and_reuses_only_its_own_files(tmp_path):
 
 # -- 5 ----------------------------------------------------------------------------------------
 def test_a_run_refused_for_a_bad_out_records_nothing(plain_sim, tmp_path):
-    """Guards the order in `jobs.prepare_output`/`backfill`: a first run whose --out is a
-    regular file fails (exit 3) before the state records an output directory or a range, so
-    the corrected command (same --state, a good --out) is not refused for "another --out"."""
+    """Guards the order in `cli.config_from`/`jobs.prepare_output`/`backfill`: a first run whose
+    --out is a regular file is refused (exit 2) before a state file, an output directory or a
+    range is recorded, so the corrected command (same --state, a good --out) is not refused for
+    "another --out"."""
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the output directory should go\n")
     args = crawler_args(plain_sim.url, tmp_path, *RANGE, "--quiet")
     args[args.index("--out") + 1] = str(blocker)
     refused = run_crawler(args)
-    assert refused.returncode == 3, refused.stderr
+    assert refused.returncode == 2, refused.stderr
     line = _one_line(refused)
     assert line.startswith("crawler: error:") and str(blocker) in line
     assert blocker.read_text() == "a file where the output directory should go\n"
-    con = _ro(tmp_path / "state.sqlite3")
-    try:
-        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        windows = con.execute("SELECT count(*) FROM windows").fetchone()[0]
-    finally:
-        con.close()
-    assert set(meta) == {"state_id"}, meta
-    assert windows == 0
+    assert not (tmp_path / "state.sqlite3").exists()
     good = tmp_path / "good-events"
     args[args.index("--out") + 1] = str(good)
     done = run_crawler(args)
