@@ -166,7 +166,9 @@ def test_json_progress_carries_figures_that_make_sense(sim, tmp_path):
     assert summary["outcome"] == 0 and summary["level"] == "info" and "complete" in summary["message"]
     assert summary["works"] == works and summary["events"] == events == summary["events_in_state"]
     assert summary["pages"] >= math.ceil(works / 100) and summary["elapsed_s"] > 0
-    assert summary["works_per_s"] == pytest.approx(works / summary["elapsed_s"], rel=0.05)
+    # elapsed_s is rounded to 0.1 s: for a run of a second or so that alone moves the ratio by 5%.
+    elapsed = summary["elapsed_s"]
+    assert works / (elapsed + 0.05) * 0.95 <= summary["works_per_s"] <= works / max(elapsed - 0.05, 0.01) * 1.05
 
 
 def test_plain_progress_never_reads_zero_speed_after_work_or_eta_zero_before_the_end(sim, tmp_path):

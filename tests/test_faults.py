@@ -326,7 +326,7 @@ LOWERED = PoolLimits(rate=10, interval_s=1.0, concurrency=2)
 
 @pytest.mark.parametrize(
     "inject_429, rows, after, latency",
-    [(False, 30, 10, 0.03), (True, 50, 6, 0.15)],
+    [(False, 20, 10, 0.03), (True, 50, 6, 0.15)],
     ids=["lowered", "lowered-and-429s"],
 )
 async def test_lowered_limits_are_followed(corpus, tmp_path, inject_429, rows, after, latency):
