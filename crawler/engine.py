@@ -76,8 +76,7 @@ def start_fork_server() -> None:
     multiprocessing.set_forkserver_preload(PARSER_MODULES)
     if threading.active_count() > 1:
         return
-    # First, as the server's start would: starting it unblocks both signals (its own guard).
-    multiprocessing.resource_tracker.ensure_running()
+    multiprocessing.resource_tracker.ensure_running()  # first: see above
     stops = (signal.SIGINT, signal.SIGTERM)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stops}

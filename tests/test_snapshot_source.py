@@ -249,6 +249,27 @@ def _keys_of(data: bytes) -> list[tuple[str, str, str]]:
 
 # -- SIGKILL or SIGINT mid-snapshot, then the same command ----------------------------------------------
 
+def _signalled_mid_run(args: list[str], state: Path, sig: int, records: int = 300) -> tuple[int, str]:
+    """A backfill subprocess sent `sig` once its state holds `records` committed records;
+    (its exit code, its stderr)."""
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(r for r, *_ in _units(state).values()) >= records:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be signalled: {proc.stderr.read()}"
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)
+        return code, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
 @pytest.mark.parametrize("fmt,sig", [("dir-jsonl-gz", signal.SIGKILL), ("tar-json-gz", signal.SIGKILL),
                                      ("tgz-json", signal.SIGKILL), ("dir-jsonl-gz", signal.SIGINT)])
 def test_a_stop_then_rerun_is_exact(tmp_path, fmt, sig):
@@ -258,18 +279,8 @@ def test_a_stop_then_rerun_is_exact(tmp_path, fmt, sig):
     url = sim.start()
     try:
         args = _args(url, tmp_path, tmp_path / "snap", rows=20, parsers=2)
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         state = tmp_path / "state.sqlite3"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if sum(r for r, *_ in _units(state).values()) >= 300:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
-        proc.send_signal(sig)
-        code = proc.wait(timeout=60)
-        err = proc.stderr.read()
-        proc.stderr.close()
+        code, err = _signalled_mid_run(args, state, sig)
         if sig == signal.SIGINT:  # a clean stop: what is in flight is committed, the part file kept
             assert code == 130 and "stopped cleanly" in err and "Traceback" not in err, err
         committed = sum(r for r, *_ in _units(state).values())
@@ -562,17 +573,8 @@ def test_a_rerun_without_a_path_left_half_read_is_not_finished(tmp_path):
     sim = SimulatorThread(corpus, fast_sim_config())
     url = sim.start()
     try:
-        proc = subprocess.Popen(_args(url, tmp_path, big, small, rows=20), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if sum(r for r, *_ in _units(state).values()) >= 300:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.stderr.read()}"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 130, proc.stderr.read()
-        proc.stderr.close()
+        code, err = _signalled_mid_run(_args(url, tmp_path, big, small, rows=20), state, signal.SIGINT)
+        assert code == 130, err
         half = {k for k, (_, _, done, _) in _units(state).items() if not done}
         assert half and all(k.startswith(f"snapshot:{big}::") for k in half), half
         # Stopped part-way: its currency is no update's mark either (an update went 17 years back).
