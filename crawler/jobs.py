@@ -308,11 +308,14 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
     A state file may hold an API backfill and snapshots too (each link is emitted once either
     way); the first update then starts from the earlier of their marks (`first_mark`).
     """
+    from crawler.snapshot import list_units
     from crawler.sources.snapshots import ingest
 
     async with opened(config, stop) as (store, client):
         meta = await store.meta()
         output = await prepare_output(config, store, meta)
+        # Listed before anything is recorded: a path with nothing to read changes nothing.
+        units = await asyncio.to_thread(lambda: list(list_units(paths, leave_out=[output.path])))
         known = json.loads(meta.get("snapshot_paths", "[]"))
         given = [str(p.resolve()) for p in paths]
         await store.set_meta({"snapshot_paths": json.dumps(known + [p for p in given if p not in known]),
@@ -320,7 +323,7 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
                               "snapshot_finished_at": None})  # until this run reads it all
         # The lanes are the snapshot's parser processes: they select and render too.
         async with started_crawl(config, store, client, output, stop, parse_pool=False) as crawl:
-            tally = await ingest(crawl, paths, config.parsers)
+            tally = await ingest(crawl, units, config.parsers, earlier=[p for p in known if p not in given])
         records = (await store.unit_summary("snapshot:"))["records"]
         settings: dict[str, str | None] = {"snapshot_records": str(records)}
         if not stop.is_set():  # finished when nothing failed or is left; units to read again unfinish it
@@ -328,8 +331,9 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
             # Files an earlier run left half read: the currency is not the snapshot's (`first_mark`).
             settings["snapshot_unfinished"] = json.dumps(tally.left) if tally.left else None
         await store.set_meta(settings)
+    whole = not (stop.is_set() or tally.failed or tally.left)  # else the currency of what was read so far
     figures = (f"{tally.records:,} records this run ({records:,} in all), {crawl.progress.events:,} new events; "
-               f"currency {tally.currency or 'unknown'}")
+               f"currency {'' if whole else 'so far '}{tally.currency or 'unknown'}")
     if stop.is_set():
         return Outcome(130, f"stopped cleanly after {figures}; run the same command again to resume")
     if tally.left:
@@ -337,7 +341,7 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
                           f"finished ({figures}); give {'that path' if len(tally.left) == 1 else 'those paths'} "
                           "to --snapshot again to finish them")
     if tally.failed:
-        return Outcome(1, f"snapshot read but for {tally.problems:,} problem(s) in {len(tally.failed)} unit(s), "
+        return Outcome(1, f"snapshot read but for {counted(tally.problems, 'problem')} in {counted(len(tally.failed), 'unit')}, "
                           f"reported above and in `crawler status` ({figures}); run the same command again "
                           "to read those units again")
     return Outcome(0, f"snapshot backfill complete: {figures}; output in {output.path}")
@@ -345,7 +349,7 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
 
 def _listed(paths: list[str], most: int = 3) -> str:
     """A few paths by name, and how many more."""
-    more = f" and {len(paths) - most:,} more file(s)" if len(paths) > most else ""
+    more = f" and {counted(len(paths) - most, 'more file')}" if len(paths) > most else ""
     return ", ".join(paths[:most]) + more
 
 

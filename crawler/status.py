@@ -32,9 +32,15 @@ async def _read(state: Path) -> tuple[dict[str, str], dict[str, dict[str, int]],
     try:
         windows = [w for job in ("backfill", "update") for w in await store.windows(job, "short", "failed")]
         return (await store.meta(), await store.window_summary(), await store.counters(),
-                windows, await store.last_errors(), await store.sink_position(), await store.unit_summary())
+                windows, await store.last_errors(), await store.sink_position(), await _file_units(store))
     finally:
         await store.close()
+
+
+async def _file_units(store: Store) -> dict[str, int]:
+    """The units of XML files: every unit but a snapshot's (`status` shows those on their own)."""
+    every, snapshot = await store.unit_summary(), await store.unit_summary("snapshot:")
+    return {name: every[name] - snapshot[name] for name in every}
 
 
 def _waiting(meta: dict[str, str], running: bool) -> list[str]:
@@ -207,7 +213,7 @@ def status_table(report: dict[str, Any]) -> Table:
                          "those paths to the backfill again)" if snapshot["unfinished"] else ""))
         table.add_row("snapshot read", f"{snapshot['records']:,} records; units {snapshot['units_done']:,} done"
                       + (f", {snapshot['units_started']:,} started" if snapshot["units_started"] else "")
-                      + (f", [red]{snapshot['units_failed']:,} failed[/] ({snapshot['problems']:,} problems; "
+                      + (f", [red]{snapshot['units_failed']:,} failed[/] ({counted(snapshot['problems'], 'problem')}; "
                          "run the same backfill again to read them again)" if snapshot["units_failed"] else "")
                       + f"; currency {snapshot['currency'] or 'unknown'}")
         for failed in snapshot["failed_units"]:
@@ -235,11 +241,13 @@ def status_table(report: dict[str, Any]) -> Table:
                       + (f", {counted(inputs['problems'], 'problem')}" if inputs["problems"] else ""))
     run = report["last_run"]
     if run:
+        api = run["pages"] or run["retries"] or run["429s"]  # else a run of files alone: no API figures
         table.add_row("last run", f"started {run['started_at']}" + (" (running)" if run["running"] else "")
-                      + f", {duration(run['elapsed_s'])}: {counted(run['works'], 'work')}, {counted(run['events'], 'new event')}, "
-                      f"{counted(run['pages'], 'page')}")
-        table.add_row("speed", f"{run['pages_per_s']:.2f} pages/s, {run['works_per_s']:,.0f} works/s over the run; "
-                      f"{run['retries_per_h']:,.1f} retries/h, {run['429s_per_h']:,.1f} 429s/h")
+                      + f", {duration(run['elapsed_s'])}: {counted(run['works'], 'work')}, {counted(run['events'], 'new event')}"
+                      + (f", {counted(run['pages'], 'page')}" if api else ""))
+        table.add_row("speed", (f"{run['pages_per_s']:.2f} pages/s, " if api else "")
+                      + f"{run['works_per_s']:,.0f} works/s over the run"
+                      + (f"; {run['retries_per_h']:,.1f} retries/h, {run['429s_per_h']:,.1f} 429s/h" if api else ""))
     if report["not_emitted"]:
         table.add_row("not emitted", ", ".join(f"{k} {v:,}" for k, v in report["not_emitted"].items()))
     for window in report["short_windows"]:

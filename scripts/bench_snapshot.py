@@ -11,7 +11,9 @@ Figures, all on the same bytes:
 - floor: inflate + a msgspec scan of every record (every field skipped): what no reader can beat;
 - baseline: inflate + `json.loads` per document or line + the same extraction (`parse_works` of
   the dicts converted to works), in one process;
-- reader: `read_unit` alone, and `read_unit` + `parse_works` (what one lane does), in one process;
+- reader: `read_unit` alone, `read_unit` + `parse_works`, and a lane's whole work on a fresh
+  state (+ `select_and_render`), in one process: the last is the most records per CPU-second any
+  number of lanes can reach with no cost of moving batches and none of the writer's;
 - end to end: `crawler backfill --snapshot` as a subprocess (file bytes -> committed events and
   seen keys), --parsers 1 and with the default flags (a lane per core), with its peak RSS (all its
   processes) and the CPU seconds its processes used; "per core" is records / CPU-second;
@@ -41,7 +43,8 @@ from isal import igzip  # noqa: E402
 from crawler.config import default_parsers  # noqa: E402
 from crawler.decode import parse_works  # noqa: E402
 from crawler.model import Work  # noqa: E402
-from crawler.simulator.corpus import REFERENCE_MIXES, generate  # noqa: E402
+from crawler.select import select_and_render  # noqa: E402
+from crawler.simulator.corpus import AGENCIES, REFERENCE_MIXES, generate  # noqa: E402
 from crawler.simulator.snapshot import FORMATS, write_snapshot  # noqa: E402
 from crawler.snapshot import list_units, read_unit  # noqa: E402
 from scripts.bench import _tree_pids, _tree_rss, bench_seen, print_table, row, start_simulator  # noqa: E402
@@ -103,6 +106,19 @@ def reader(units: list, parse: bool) -> int:  # type: ignore[type-arg]
             n += batch.records
             if parse and batch.works:
                 parse_works(batch.works)
+    return n
+
+
+def lane_whole(units: list) -> int:  # type: ignore[type-arg]
+    """What a lane does to every record of a fresh state, in one process: read, extract, select
+    (nothing seen, the simulator's agencies) and render; no batch crosses a process, no writer."""
+    n = 0
+    for unit in units:
+        for batch in read_unit(unit, batch=1000):
+            n += batch.records
+            if batch.works:
+                works, prefixes = parse_works(batch.works)
+                select_and_render(works, {}, {p: AGENCIES.get(p) for p in prefixes}, (), "2026-12-02T00:00:00Z")
     return n
 
 
@@ -178,6 +194,9 @@ def main() -> None:
         row("reader alone (read_unit)", f"{n / s:,.0f} records/s (one core)")
         n, s = timed(reader, units, True)
         row("a lane's reading: read_unit + parse_works", f"{n / s:,.0f} records/s (one core)")
+        n, s = timed(lane_whole, units)
+        row("a lane's whole work, one process: + select and render (the ceiling without a writer)",
+            f"{n / s:,.0f} records/s (one core)")
         del pieces
         sim, url = start_simulator("--works", "10")
         try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
+import json
 import logging
 import os
 import re
@@ -25,7 +27,7 @@ import msgspec
 import pytest
 from isal import igzip
 
-from crawler.errors import StateError
+from crawler.errors import StateError, UsageError
 from crawler.jobs import backfill, backfill_snapshot, update
 from crawler.simulator.app import Faults, Outage, Simulator, SimulatorThread
 from crawler.simulator.corpus import Corpus, generate
@@ -54,6 +56,16 @@ def _units(state: Path) -> dict[str, tuple[int, int, int, int]]:
         return {}
     finally:
         con.close()
+
+
+def _table_text(report: dict) -> str:
+    from rich.console import Console
+
+    from crawler.status import status_table
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(status_table(report))
+    return console.export_text()
 
 
 def _meta(state: Path) -> dict[str, str]:
@@ -110,6 +122,10 @@ async def test_each_format_gives_exactly_the_corpus_links(tmp_path, corpus, fmt)
     assert snap["currency"] == _currency(corpus.works) and snap["finished_at"]
     expected_mark = (date.fromisoformat(_currency(corpus.works)[:10]) - timedelta(days=1)).isoformat()
     assert report["update"]["high_water_mark"] == expected_mark
+    # The snapshot's units are its own rows, not XML files'; no API figures for a run of files.
+    assert report["files"] is None
+    shown = _table_text(report)
+    assert "snapshot read" in shown and "files " not in shown and "pages/s" not in shown and "retries" not in shown
     # A second run reads nothing again and emits nothing.
     async with Simulator(corpus, fast_sim_config()) as sim:
         config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=40, parsers=2)
@@ -439,7 +455,7 @@ def test_bad_input_is_reported_read_around_and_retried_alone(tmp_path):
         assert re.search(rf"{re.escape(str(snap / 'b.tar'))}: .*member 1\.json\.gz.*truncated", err), err
         assert re.search(rf"{re.escape(str(snap / 'c.jsonl'))}: line 41: not JSON", err), err
         assert re.search(rf"{re.escape(str(snap / 'd.json'))}: record 8: ", err), err
-        assert re.search(r"in 5 unit\(s\)", err), err  # b.tar: its cut member, and its listing's end
+        assert re.search(r"5 problems in 5 units", err), err  # b.tar: its cut member, and its listing's end
         # the rest was read: every link of the records outside the bad spots, nothing else, once
         keys, repeated = output_keys(tmp_path / "events")
         assert not repeated
@@ -561,6 +577,56 @@ async def test_a_snapshot_copied_over_the_same_path_is_read_again_whole(tmp_path
     rows = _units(config.state)
     assert len(rows) == 8 and sum(r for r, *_ in rows.values()) == len(second.works)
     assert int(_meta(config.state)["snapshot_records"]) == len(second.works)
+
+
+async def test_a_rerun_without_a_path_an_earlier_run_never_reached_is_not_finished(tmp_path):
+    """`--snapshot big small` stopped before small was reached, then `--snapshot big` alone: small
+    has no row at all, but it was given: its records are unread, so the snapshot is not finished
+    (its currency would hand over to an update that never asks for small's older works)."""
+    corpus = generate(1000, seed=74)
+    big = write_snapshot(corpus.works[:800], tmp_path / "big", "tar-json-gz", records_per_file=200)[0]
+    small = write_snapshot(corpus.works[800:], tmp_path / "small", "jsonl")[0]
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=20, parsers=1)
+        stop = asyncio.Event()
+        run = asyncio.create_task(backfill_snapshot(config, stop, [big, small]))
+        while not run.done() and sum(r for r, *_ in _units(config.state).values()) < 100:
+            await asyncio.sleep(0.01)
+        stop.set()
+        stopped = await run
+        assert stopped.code == 130 and "; currency so far " in stopped.message, stopped.message
+        assert not any(str(small) in key for key in _units(config.state)), "small was reached"
+
+        alone = await backfill_snapshot(config, asyncio.Event(), [big])
+        assert alone.code == 1, alone.message
+        assert f"units of {small} from an earlier run are not finished" in alone.message
+        meta = _meta(config.state)
+        assert "snapshot_finished_at" not in meta and json.loads(meta["snapshot_unfinished"]) == [str(small)]
+        with pytest.raises(StateError, match=f"units of {re.escape(str(small))} are not finished"):
+            await update(config, asyncio.Event())
+        # a folder holding a path given before covers it; nothing left then
+        both = await backfill_snapshot(config, asyncio.Event(), [tmp_path])
+        assert both.code == 0, both.message
+        assert f"; currency {_currency(corpus.works)}" in both.message, both.message
+        assert sim.stats.requests == 0
+    keys, repeated = output_keys(config.out)
+    assert not repeated and keys == corpus.expected
+    assert _meta(config.state)["snapshot_finished_at"]
+
+
+async def test_a_path_with_nothing_to_read_changes_nothing(tmp_path):
+    """A typo'd folder beside a finished snapshot: refused before anything is recorded (the
+    snapshot stays finished, the typo is no path of it)."""
+    corpus = generate(100, seed=75)
+    snap = write_snapshot(corpus.works, tmp_path / "snap", "jsonl")[0]
+    (tmp_path / "empty").mkdir()
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=20, parsers=1)
+        assert (await backfill_snapshot(config, asyncio.Event(), [snap])).code == 0
+        before = _meta(config.state)
+        with pytest.raises(UsageError, match="no snapshot files in"):
+            await backfill_snapshot(config, asyncio.Event(), [tmp_path / "empty"])
+    assert _meta(config.state) == before
 
 
 def test_a_rerun_without_a_path_left_half_read_is_not_finished(tmp_path):

@@ -19,7 +19,7 @@ from crawler.snapshot.jsontext import layout
 from crawler.store import file_stamp
 
 
-def list_units(paths: Iterable[Path], *, part_bytes: int | None = None) -> Iterator[Unit]:
+def list_units(paths: Iterable[Path], *, part_bytes: int | None = None, leave_out: Iterable[Path] = ()) -> Iterator[Unit]:
     """The units of the files and directories named, in a deterministic order.
 
     Paths in the order given, directories walked recursively in sorted order (hidden entries left
@@ -27,9 +27,11 @@ def list_units(paths: Iterable[Path], *, part_bytes: int | None = None) -> Itera
     *.json, *.jsonl (also .gz), *.tar, *.tar.gz, *.tgz and any other file whose content is one of
     those; a file named explicitly is always read. A plain tar is listed from its headers alone
     (its members' data is never read here). A missing path raises UsageError before any unit, a
-    folder holding no snapshot file once it is reached.
+    folder holding no snapshot file once it is reached. Folders in `leave_out` (the crawler's own
+    output: its event files are JSON Lines too) are not walked into.
     """
     part_bytes = part_bytes or base.PART_BYTES
+    left_out = {os.path.realpath(p) for p in leave_out}
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.exists():
@@ -37,7 +39,7 @@ def list_units(paths: Iterable[Path], *, part_bytes: int | None = None) -> Itera
     seen: set[str] = set()
     for path in paths:
         root = os.path.abspath(path)
-        files = ((f, False) for f in _walk(root)) if os.path.isdir(root) else iter([(root, True)])
+        files = ((f, False) for f in _walk(root, left_out)) if os.path.isdir(root) else iter([(root, True)])
         found = False
         for file, explicit in files:
             found = found or file in seen
@@ -51,9 +53,10 @@ def list_units(paths: Iterable[Path], *, part_bytes: int | None = None) -> Itera
                              ".jsonl.gz), .tar, .tar.gz or .tgz files")
 
 
-def _walk(root: str) -> Iterator[str]:
+def _walk(root: str, left_out: set[str]) -> Iterator[str]:
     for directory, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(directory, d)) not in left_out)
         for name in sorted(files):
             if not name.startswith("."):
                 yield os.path.join(directory, name)

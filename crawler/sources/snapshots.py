@@ -13,8 +13,9 @@ keeps its links from being emitted twice). A row also keeps its file's size and 
 time: a file copied over since (another snapshot at the same path, members of the same names)
 is read again whole, the old file's rows not trusted (by names alone, its first members passed
 as read).
-Rows left started by an earlier run, of files this run was not given, are named in `Tally.left`:
-the snapshot is not finished while they are.
+Rows left started by an earlier run, of files this run was not given, are named in `Tally.left`,
+and so are paths an earlier run was given but stopped before reaching: the snapshot is not
+finished while they are.
 """
 
 from __future__ import annotations
@@ -22,21 +23,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from crawler.decode import BadPage, ParsedWork, parse_works
 from crawler.engine import ParserPool
 from crawler.errors import Stopped
 from crawler.events import utc_now
-from crawler.figures import duration
-from crawler.snapshot import Batch, SnapshotProblem, Unit, list_units, read_unit
+from crawler.figures import counted, duration
+from crawler.snapshot import Batch, SnapshotProblem, Unit, read_unit
 from crawler.select import Rendered, select_and_render
 from crawler.store import UnitProgress
 
@@ -151,14 +152,14 @@ class Tally:
         eta = duration(left / byte_rate) if byte_rate > 0 else "?"
         return (f"snapshot: {self.skipped_units + self.done_units:,}/{self.units:,} units, "
                 f"{done / 1e9:,.2f}/{self.total_bytes / 1e9:,.2f} GB done; {self.records:,} records this run, "
-                f"{rate:,.0f} records/s; {self.problems:,} problem(s); ETA {eta}")
+                f"{rate:,.0f} records/s; {counted(self.problems, 'problem')}; ETA {eta}")
 
 
-async def ingest(crawl: Crawl, paths: list[Path], lanes: int) -> Tally:
-    """Every unread record of the snapshot into the commit path, read by up to `lanes` processes;
-    returns this run's figures."""
+async def ingest(crawl: Crawl, units: list[Unit], lanes: int, earlier: Sequence[str] = ()) -> Tally:
+    """Every unread record of the snapshot's `units` (`list_units`) into the commit path, read by
+    up to `lanes` processes; returns this run's figures. `earlier`: paths given to earlier runs of
+    this state file and not to this one (resolved)."""
     config = crawl.config
-    units = await asyncio.to_thread(lambda: list(list_units(paths)))
     done = {k[len(KEY_PREFIX):]: v for k, v in (await crawl.store.units()).items() if k.startswith(KEY_PREFIX)}
     stamps = {k[len(KEY_PREFIX):]: v for k, v in (await crawl.store.unit_stamps(KEY_PREFIX)).items()}
     tally = Tally(units=len(units), total_bytes=sum(u.length for u in units))
@@ -181,7 +182,7 @@ async def ingest(crawl: Crawl, paths: list[Path], lanes: int) -> Tally:
     await crawl.store.forget_units([KEY_PREFIX + key for key in sorted(forget)])
     done = {key: row for key, row in done.items() if key not in forget}
     tally.left = sorted({_file_of(key) for key, (_, _, finished, _) in done.items()
-                         if not finished and key not in listed})
+                         if not finished and key not in listed} | set(_never_started(earlier, done, units)))
     for unit in units:
         records, problems, finished, failed = done.get(unit.key, (0, 0, False, False))
         if finished and not failed:
@@ -200,6 +201,16 @@ async def ingest(crawl: Crawl, paths: list[Path], lanes: int) -> Tally:
         await asyncio.gather(reporter, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(pool.shutdown) for pool in pools))
     return tally
+
+
+def _never_started(earlier: Sequence[str], rows: dict[str, tuple[int, int, bool, bool]], units: list[Unit]) -> list[str]:
+    """The paths of `earlier` runs that no unit row is of and no unit of this run is under: a run
+    stopped before it reached them, and this one was not given them (none of their records read)."""
+    if not earlier:
+        return []
+    read = {os.path.realpath(_file_of(key)) for key in rows} | {os.path.realpath(unit.path) for unit in units}
+    return [path for path in earlier
+            if not any(file == path or file.startswith(path.rstrip(os.sep) + os.sep) for file in read)]
 
 
 def _file_of(key: str) -> str:
