@@ -23,7 +23,7 @@ import signal
 from dataclasses import replace
 
 from crawler.simulator.app import POLITE_LIST, Faults, Outage, PoolLimits, SimConfig, Simulator
-from crawler.simulator.corpus import REFERENCE_MIXES, generate
+from crawler.simulator.corpus import REFERENCE_MIXES, generate, stream_works
 from crawler.simulator.snapshot import FORMATS as SNAPSHOT_FORMATS, write_snapshot
 
 
@@ -98,12 +98,12 @@ def main() -> None:
     pools["polite"] = PoolLimits(args.rate or polite.rate, polite.interval_s, args.concurrency or polite.concurrency)
     config = SimConfig(pools=pools, latency_s=args.latency, latency_per_row_s=args.latency_per_row,
                        compress=not args.no_compress, cursor_ttl_s=args.cursor_ttl, faults=faults_from(args))
-    corpus = generate(args.works, seed=args.seed, refs_mean=args.refs_mean, day_share=args.day_share,
-                      refs=args.refs)
-    if args.write_snapshot:
-        for path in write_snapshot(corpus.works, args.write_snapshot, args.snapshot_format):
+    drawn = {"seed": args.seed, "refs_mean": args.refs_mean, "day_share": args.day_share, "refs": args.refs}
+    if args.write_snapshot:  # the works as they are drawn, none kept: any size in little memory
+        for path in write_snapshot(stream_works(args.works, **drawn), args.write_snapshot, args.snapshot_format):
             print(path)
         return
+    corpus = generate(args.works, **drawn)
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import msgspec
@@ -25,13 +26,14 @@ _ENCODER = msgspec.json.Encoder()
 _LEVEL = 1
 
 
-def write_snapshot(corpus_works: list[dict], directory: Path, fmt: str, records_per_file: int = 3000) -> list[Path]:
-    """Write the works under `directory` (created) in layout `fmt`; returns the paths written."""
+def write_snapshot(corpus_works: Iterable[dict], directory: Path, fmt: str, records_per_file: int = 3000) -> list[Path]:
+    """Write the works under `directory` (created) in layout `fmt`; returns the paths written.
+    A file's works at a time: `corpus_works` may be a stream (`corpus.stream_works`)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown snapshot format {fmt!r}; one of {', '.join(FORMATS)}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    chunks = list(_chunks(corpus_works, max(1, records_per_file)))
+    chunks = _chunks(corpus_works, max(1, records_per_file))
     if fmt in ("tar-json-gz", "tar-json-gz-pretty"):
         path = directory / "snapshot.tar"
         pretty = fmt.endswith("-pretty")
@@ -68,9 +70,10 @@ def write_snapshot(corpus_works: list[dict], directory: Path, fmt: str, records_
     return [path]
 
 
-def _chunks(works: list[dict], size: int) -> Iterator[list[dict]]:
-    for start in range(0, len(works), size):
-        yield works[start:start + size]
+def _chunks(works: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    stream = iter(works)
+    while chunk := list(islice(stream, size)):
+        yield chunk
 
 
 def _document(works: list[dict], pretty: bool = False) -> bytes:
