@@ -311,19 +311,20 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
     from crawler.snapshot import list_units
     from crawler.sources.snapshots import ingest
 
+    # Listed before the state is opened: a path with nothing to read changes nothing, makes nothing.
+    units = await asyncio.to_thread(lambda: list(list_units(paths)))
     async with opened(config, stop) as (store, client):
         meta = await store.meta()
         output = await prepare_output(config, store, meta)
-        # Listed before anything is recorded: a path with nothing to read changes nothing.
-        units = await asyncio.to_thread(lambda: list(list_units(paths, leave_out=[output.path])))
         known = json.loads(meta.get("snapshot_paths", "[]"))
-        given = [str(p.resolve()) for p in paths]
-        await store.set_meta({"snapshot_paths": json.dumps(known + [p for p in given if p not in known]),
+        recorded = set(known)
+        new = [path for path in dict.fromkeys(str(p.resolve()) for p in paths) if path not in recorded]
+        await store.set_meta({"snapshot_paths": json.dumps(known + new),
                               "snapshot_started_at": meta.get("snapshot_started_at") or utc_now(),
                               "snapshot_finished_at": None})  # until this run reads it all
         # The lanes are the snapshot's parser processes: they select and render too.
         async with started_crawl(config, store, client, output, stop, parse_pool=False) as crawl:
-            tally = await ingest(crawl, units, config.parsers, earlier=[p for p in known if p not in given])
+            tally = await ingest(crawl, units, config.parsers)
         records = (await store.unit_summary("snapshot:"))["records"]
         settings: dict[str, str | None] = {"snapshot_records": str(records)}
         if not stop.is_set():  # finished when nothing failed or is left; units to read again unfinish it

@@ -133,7 +133,7 @@ async def _snapshot(state: Path, meta: dict[str, str]) -> dict[str, Any] | None:
         "started_at": meta.get("snapshot_started_at"), "finished_at": meta.get("snapshot_finished_at"),
         "unfinished": json.loads(meta.get("snapshot_unfinished", "[]")),  # files an earlier run left half read
         "records": units["records"], "units_done": units["done"] - units["failed"], "units_failed": units["failed"],
-        "units_started": units["units"] - units["done"], "problems": units["problems"], "bytes_done": units["bytes"],
+        "units_unfinished": units["units"] - units["done"], "problems": units["problems"], "bytes_done": units["bytes"],
         # what went wrong, per failed unit (its last problem; the run's log has them all)
         "failed_units": [{"unit": key[len("snapshot:"):], "problem": note} for key, note in problems],
     }
@@ -212,7 +212,7 @@ def status_table(report: dict[str, Any]) -> Table:
                       + (f" (units of {', '.join(snapshot['unfinished'])} are not finished: give "
                          "those paths to the backfill again)" if snapshot["unfinished"] else ""))
         table.add_row("snapshot read", f"{snapshot['records']:,} records; units {snapshot['units_done']:,} done"
-                      + (f", {snapshot['units_started']:,} started" if snapshot["units_started"] else "")
+                      + (f", {snapshot['units_unfinished']:,} not finished" if snapshot["units_unfinished"] else "")
                       + (f", [red]{snapshot['units_failed']:,} failed[/] ({counted(snapshot['problems'], 'problem')}; "
                          "run the same backfill again to read them again)" if snapshot["units_failed"] else "")
                       + f"; currency {snapshot['currency'] or 'unknown'}")

@@ -555,6 +555,11 @@ class Store:
             (len(prefix), prefix))
         return dict(zip(("units", "done", "failed", "records", "problems", "bytes"), row))
 
+    async def list_units(self, rows: list[tuple[str, str]]) -> None:
+        """A row for each (unit key, file stamp) with none yet: listed, nothing read."""
+        async with self.transaction() as db:
+            await db.executemany("INSERT OR IGNORE INTO units (key, stamp) VALUES (?, ?)", rows)
+
     async def forget_units(self, keys: list[str]) -> None:
         """Drop these units' rows: they are read again from their start, their problems anew."""
         async with self.transaction() as db:

@@ -202,6 +202,22 @@ def test_mixed_paths_in_one_call(tmp_path, works):
     assert links(got) == links(direct(works))
 
 
+def test_a_crawlers_output_folder_is_no_snapshot(tmp_path, works):
+    """Event files are JSON Lines too: a folder holding a crawler's output marker (any state's) is
+    not walked into, and named on its own it is refused."""
+    from crawler.output import MARKER
+
+    (tmp_path / "snap").mkdir()
+    (tmp_path / "snap" / "works.jsonl").write_bytes(jsonl(works[:5]))
+    events = tmp_path / "snap" / "old-events"
+    events.mkdir()
+    (events / MARKER).write_text("{}")
+    (events / "events-000001.jsonl").write_bytes(jsonl(works[5:9]))
+    assert [u.path for u in list_units([tmp_path / "snap"])] == [str(tmp_path / "snap" / "works.jsonl")]
+    with pytest.raises(UsageError, match="old-events is a crawler's output folder"):
+        list(list_units([events]))
+
+
 def test_a_missing_path_is_a_usage_error(tmp_path, works):
     write_snapshot(works[:10], tmp_path, "jsonl")
     units = list_units([tmp_path, tmp_path / "nope.tar"])

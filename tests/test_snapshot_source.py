@@ -488,7 +488,7 @@ def test_bad_input_is_reported_read_around_and_retried_alone(tmp_path):
         _bad_snapshot(tmp_path / "snap", corpus.works, fixed=True)
         third = _run(args)
         assert third.returncode == 0, third.stderr
-        assert all(f"{snap / name} changed since it was read" in third.stderr for name in shaky), third.stderr
+        assert all(f"{snap / name} changed since an earlier run listed it" in third.stderr for name in shaky), third.stderr
         assert _records_this_run(third.stdout) == 700  # b.tar's listing unit is gone
         assert sim.stats.requests == 0
     finally:
@@ -496,7 +496,7 @@ def test_bad_input_is_reported_read_around_and_retried_alone(tmp_path):
     keys, repeated = output_keys(tmp_path / "events")
     assert not repeated and keys == corpus.expected
     snap = asyncio.run(status_report(tmp_path / "state.sqlite3"))["snapshot"]
-    assert (snap["records"], snap["units_failed"], snap["problems"], snap["units_started"]) == (700, 0, 0, 0)
+    assert (snap["records"], snap["units_failed"], snap["problems"], snap["units_unfinished"]) == (700, 0, 0, 0)
 
 
 def test_the_first_update_starts_at_the_earlier_mark():
@@ -566,7 +566,7 @@ async def test_a_snapshot_copied_over_the_same_path_is_read_again_whole(tmp_path
         again = await backfill_snapshot(config, asyncio.Event(), [path])
         assert again.code == 0, again.message
     assert _records_this_run(again.message) == len(second.works)
-    assert f"{path} changed since it was read" in caplog.text
+    assert f"{path} changed since an earlier run listed it" in caplog.text
     keys, repeated = output_keys(config.out)
     assert not repeated, f"{len(repeated)} link(s) written twice"
     if stopped:  # the first file was half read: of it, only its own links
@@ -595,7 +595,8 @@ async def test_a_rerun_without_a_path_an_earlier_run_never_reached_is_not_finish
         stop.set()
         stopped = await run
         assert stopped.code == 130 and "; currency so far " in stopped.message, stopped.message
-        assert not any(str(small) in key for key in _units(config.state)), "small was reached"
+        assert not any(str(small) in key and records for key, (records, *_) in _units(config.state).items()), \
+            "small was reached"
 
         alone = await backfill_snapshot(config, asyncio.Event(), [big])
         assert alone.code == 1, alone.message
@@ -614,6 +615,38 @@ async def test_a_rerun_without_a_path_an_earlier_run_never_reached_is_not_finish
     assert _meta(config.state)["snapshot_finished_at"]
 
 
+async def test_a_rerun_given_part_of_a_folder_half_reached_is_not_finished(tmp_path):
+    """`--snapshot dir` stopped early, then a rerun given one of dir's files beside another path:
+    the files of dir never reached (no record of theirs read) keep the snapshot unfinished."""
+    corpus = generate(1200, seed=76)
+    files = write_snapshot(corpus.works[:1000], tmp_path / "dir", "dir-jsonl-gz", records_per_file=100)
+    other = write_snapshot(corpus.works[1000:], tmp_path / "other", "jsonl")[0]
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=20, parsers=1)
+        stop = asyncio.Event()
+        run = asyncio.create_task(backfill_snapshot(config, stop, [tmp_path / "dir"]))
+        while not run.done() and sum(r for r, *_ in _units(config.state).values()) < 60:
+            await asyncio.sleep(0.01)
+        stop.set()
+        assert (await run).code == 130
+        read = {key for key, (records, *_) in _units(config.state).items() if records}
+        assert read and not any(str(files[-1]) in key for key in read), "the last file was reached"
+
+        part = await backfill_snapshot(config, asyncio.Event(), [other, files[0]])
+        assert part.code == 1, part.message
+        assert "from an earlier run are not finished" in part.message and str(files[-1].parent) in part.message
+        assert "snapshot_finished_at" not in _meta(config.state)
+        left = json.loads(_meta(config.state)["snapshot_unfinished"])
+        assert left == [str(f) for f in files[1:]] or left == [str(f) for f in files[2:]], left
+        report = await status_report(config.state)
+        assert report["snapshot"]["units_unfinished"] == len(left)
+
+        whole = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "dir", other])
+        assert whole.code == 0, whole.message
+    keys, repeated = output_keys(config.out)
+    assert not repeated and keys == corpus.expected
+
+
 async def test_a_path_with_nothing_to_read_changes_nothing(tmp_path):
     """A typo'd folder beside a finished snapshot: refused before anything is recorded (the
     snapshot stays finished, the typo is no path of it)."""
@@ -622,6 +655,9 @@ async def test_a_path_with_nothing_to_read_changes_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     async with Simulator(corpus, fast_sim_config()) as sim:
         config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=20, parsers=1)
+        with pytest.raises(UsageError, match="no snapshot files in"):  # a fresh state: nothing made
+            await backfill_snapshot(config, asyncio.Event(), [tmp_path / "empty"])
+        assert not config.state.exists() and not config.out.exists()
         assert (await backfill_snapshot(config, asyncio.Event(), [snap])).code == 0
         before = _meta(config.state)
         with pytest.raises(UsageError, match="no snapshot files in"):
@@ -641,7 +677,7 @@ def test_a_rerun_without_a_path_left_half_read_is_not_finished(tmp_path):
     try:
         code, err = _signalled_mid_run(_args(url, tmp_path, big, small, rows=20), state, signal.SIGINT)
         assert code == 130, err
-        half = {k for k, (_, _, done, _) in _units(state).items() if not done}
+        half = {k for k, (records, _, done, _) in _units(state).items() if records and not done}
         assert half and all(k.startswith(f"snapshot:{big}::") for k in half), half
         # Stopped part-way: its currency is no update's mark either (an update went 17 years back).
         assert asyncio.run(status_report(state))["update"]["high_water_mark"] is None

@@ -142,6 +142,7 @@ def generate(n: int, seed: int = 1, refs_mean: float = 27.0, huge_rate: float = 
     funder (~20%), drawn apart from the links so that a seed yields the same links with or
     without them.
     """
+    _check_mix(refs)
     works, entries = [], {}
     for work, work_entries in _draw(n, seed, refs_mean, huge_rate, day_share, big_day, refs):
         works.append(work)
@@ -153,9 +154,14 @@ def generate(n: int, seed: int = 1, refs_mean: float = 27.0, huge_rate: float = 
 def stream_works(n: int, seed: int = 1, refs_mean: float = 27.0, huge_rate: float = 0.0,
                  day_share: float = 0.0, big_day: date = date(2019, 5, 14), refs: str = "fuzz") -> Iterator[dict]:
     """The works of `generate` with the same arguments, one at a time in the order they are
-    drawn (not by created date), none kept: a snapshot of a million works written in ~200 MB."""
-    for work, _ in _draw(n, seed, refs_mean, huge_rate, day_share, big_day, refs):
-        yield work
+    drawn (not by created date), none kept but their DOIs."""
+    _check_mix(refs)  # now, before anything is written
+    return (work for work, _ in _draw(n, seed, refs_mean, huge_rate, day_share, big_day, refs))
+
+
+def _check_mix(refs: str) -> None:
+    if refs not in REFERENCE_MIXES:
+        raise ValueError(f"refs must be one of {REFERENCE_MIXES}, not {refs!r}")
 
 
 def _draw(n: int, seed: int, refs_mean: float, huge_rate: float, day_share: float, big_day: date,
@@ -164,8 +170,6 @@ def _draw(n: int, seed: int, refs_mean: float, huge_rate: float, day_share: floa
     rng = random.Random(f"corpus:{seed}")
     days = random.Random(f"corpus-day:{seed}")
     subjects = [_subject_doi(rng, i) for i in range(n)]
-    if refs not in REFERENCE_MIXES:
-        raise ValueError(f"refs must be one of {REFERENCE_MIXES}, not {refs!r}")
     maker = _Maker(rng, subjects, refs_mean, huge_rate, extra=random.Random(f"corpus-extra:{seed}"),
                    real_mix=refs == "real")
     span = int((LAST_CREATED - EPOCH).total_seconds())

@@ -11,6 +11,7 @@ from pathlib import Path
 from isal import isal_zlib
 
 from crawler.errors import UsageError
+from crawler.output import MARKER as OUTPUT_MARKER
 from crawler.snapshot import base
 from crawler.snapshot.base import (
     ARCHIVES, BOM, BROKEN, FILE, GZIP_MAGIC, MEMBER, PART, STREAM_ERRORS, SUFFIXES, TAR_STREAM, Unit, wanted,
@@ -19,7 +20,7 @@ from crawler.snapshot.jsontext import layout
 from crawler.store import file_stamp
 
 
-def list_units(paths: Iterable[Path], *, part_bytes: int | None = None, leave_out: Iterable[Path] = ()) -> Iterator[Unit]:
+def list_units(paths: Iterable[Path], *, part_bytes: int | None = None) -> Iterator[Unit]:
     """The units of the files and directories named, in a deterministic order.
 
     Paths in the order given, directories walked recursively in sorted order (hidden entries left
@@ -27,19 +28,20 @@ def list_units(paths: Iterable[Path], *, part_bytes: int | None = None, leave_ou
     *.json, *.jsonl (also .gz), *.tar, *.tar.gz, *.tgz and any other file whose content is one of
     those; a file named explicitly is always read. A plain tar is listed from its headers alone
     (its members' data is never read here). A missing path raises UsageError before any unit, a
-    folder holding no snapshot file once it is reached. Folders in `leave_out` (the crawler's own
-    output: its event files are JSON Lines too) are not walked into.
+    folder holding no snapshot file once it is reached. A crawler's output folder (any state's:
+    its event files are JSON Lines too) is never walked into, and refused when named.
     """
     part_bytes = part_bytes or base.PART_BYTES
-    left_out = {os.path.realpath(p) for p in leave_out}
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.exists():
             raise UsageError(f"no such file or directory: {path} (give snapshot files or directories)")
+        if _is_output(str(path)):
+            raise UsageError(f"{path} is a crawler's output folder (its events), not a snapshot")
     seen: set[str] = set()
     for path in paths:
         root = os.path.abspath(path)
-        files = ((f, False) for f in _walk(root, left_out)) if os.path.isdir(root) else iter([(root, True)])
+        files = ((f, False) for f in _walk(root)) if os.path.isdir(root) else iter([(root, True)])
         found = False
         for file, explicit in files:
             found = found or file in seen
@@ -53,13 +55,16 @@ def list_units(paths: Iterable[Path], *, part_bytes: int | None = None, leave_ou
                              ".jsonl.gz), .tar, .tar.gz or .tgz files")
 
 
-def _walk(root: str, left_out: set[str]) -> Iterator[str]:
+def _walk(root: str) -> Iterator[str]:
     for directory, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.realpath(os.path.join(directory, d)) not in left_out)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is_output(os.path.join(directory, d)))
         for name in sorted(files):
             if not name.startswith("."):
                 yield os.path.join(directory, name)
+
+
+def _is_output(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, OUTPUT_MARKER))
 
 
 def _file_units(path: str, explicit: bool, part_bytes: int) -> Iterator[Unit]:

@@ -13,9 +13,9 @@ keeps its links from being emitted twice). A row also keeps its file's size and 
 time: a file copied over since (another snapshot at the same path, members of the same names)
 is read again whole, the old file's rows not trusted (by names alone, its first members passed
 as read).
-Rows left started by an earlier run, of files this run was not given, are named in `Tally.left`,
-and so are paths an earlier run was given but stopped before reaching: the snapshot is not
-finished while they are.
+Every unit listed gets its row at once, read or not: rows left unfinished by an earlier run, of
+files this run was not given (half read, or never reached), are named in `Tally.left`, and the
+snapshot is not finished while they are.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
@@ -155,10 +154,9 @@ class Tally:
                 f"{rate:,.0f} records/s; {counted(self.problems, 'problem')}; ETA {eta}")
 
 
-async def ingest(crawl: Crawl, units: list[Unit], lanes: int, earlier: Sequence[str] = ()) -> Tally:
+async def ingest(crawl: Crawl, units: list[Unit], lanes: int) -> Tally:
     """Every unread record of the snapshot's `units` (`list_units`) into the commit path, read by
-    up to `lanes` processes; returns this run's figures. `earlier`: paths given to earlier runs of
-    this state file and not to this one (resolved)."""
+    up to `lanes` processes; returns this run's figures."""
     config = crawl.config
     done = {k[len(KEY_PREFIX):]: v for k, v in (await crawl.store.units()).items() if k.startswith(KEY_PREFIX)}
     stamps = {k[len(KEY_PREFIX):]: v for k, v in (await crawl.store.unit_stamps(KEY_PREFIX)).items()}
@@ -172,8 +170,8 @@ async def ingest(crawl: Crawl, units: list[Unit], lanes: int, earlier: Sequence[
     changed = {path for key, stamp in stamps.items()
                if stamp and (path := _file_of(key)) in files and files[path] != stamp}
     for path in sorted(changed):
-        log.warning("%s changed since it was read (size or modification time): it is read again from its "
-                    "start (links already written are not written again)", path)
+        log.warning("%s changed since an earlier run listed it (size or modification time): it is read from "
+                    "its start (links already written are not written again)", path)
     # Failed rows are read again whole; failed or unfinished ones of units no longer listed in these
     # files (a cut tar mended) are gone for good: none should count in `status`. Nor a changed file's.
     forget = {key for key, (_, _, finished, failed) in done.items()
@@ -182,7 +180,10 @@ async def ingest(crawl: Crawl, units: list[Unit], lanes: int, earlier: Sequence[
     await crawl.store.forget_units([KEY_PREFIX + key for key in sorted(forget)])
     done = {key: row for key, row in done.items() if key not in forget}
     tally.left = sorted({_file_of(key) for key, (_, _, finished, _) in done.items()
-                         if not finished and key not in listed} | set(_never_started(earlier, done, units)))
+                         if not finished and key not in listed})
+    # Every unit listed has its row from now on, read or not: a rerun not given its file knows
+    # that file's records are still to read (a folder half reached, a path never reached).
+    await crawl.store.list_units([(KEY_PREFIX + unit.key, unit.stamp) for unit in units if unit.key not in done])
     for unit in units:
         records, problems, finished, failed = done.get(unit.key, (0, 0, False, False))
         if finished and not failed:
@@ -201,16 +202,6 @@ async def ingest(crawl: Crawl, units: list[Unit], lanes: int, earlier: Sequence[
         await asyncio.gather(reporter, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(pool.shutdown) for pool in pools))
     return tally
-
-
-def _never_started(earlier: Sequence[str], rows: dict[str, tuple[int, int, bool, bool]], units: list[Unit]) -> list[str]:
-    """The paths of `earlier` runs that no unit row is of and no unit of this run is under: a run
-    stopped before it reached them, and this one was not given them (none of their records read)."""
-    if not earlier:
-        return []
-    read = {os.path.realpath(_file_of(key)) for key in rows} | {os.path.realpath(unit.path) for unit in units}
-    return [path for path in earlier
-            if not any(file == path or file.startswith(path.rstrip(os.sep) + os.sep) for file in read)]
 
 
 def _file_of(key: str) -> str:
