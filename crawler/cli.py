@@ -10,10 +10,11 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable
-import re
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -246,12 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = commands.add_parser(
         "backfill",
-        help="walk every work created in a date range and write its events (resumable)",
-        description="Walk every work whose created date lies in --from..--until and write one "
-        "event per link, exactly once. Run the same command again to resume after a crash or "
-        "Ctrl-C; a finished backfill says so and exits 0.",
+        help="every work created in a date range, or every record of snapshot files, to events (resumable)",
+        description=textwrap.fill(
+            "Walk every work whose created date lies in --from..--until through the API, or read every "
+            "record of Crossref's public data file or a Plus snapshot (--snapshot: hours instead of days for "
+            "the whole corpus), and write one event per link, exactly once. Run the same command again to "
+            "resume after a crash or Ctrl-C; a finished backfill says so and exits 0. Keep the state current "
+            "afterwards with `crawler update`.", 90),
         epilog="example:\n  crawler backfill --mailto you@example.org --from 2024-01-01 --until 2024-12-31\n"
-        "  crawler backfill --mailto you@example.org --filter prefix:10.1101 --state biorxiv.sqlite3",
+        "  crawler backfill --mailto you@example.org --filter prefix:10.1101 --state biorxiv.sqlite3\n"
+        "  crawler backfill --snapshot /data/crossref-2026/ --mailto you@example.org",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=crawling,
     )
@@ -399,8 +404,13 @@ def run_with_signals(job: Callable[[asyncio.Event], Awaitable["object"]]) -> tup
     stops = (signal.SIGINT, signal.SIGTERM)
 
     def announce(signum: int) -> None:
-        print(f"\ncrawler: {signal.Signals(signum).name}: stopping (committing pages in flight; "
-              "send it again to abandon them)", file=sys.stderr, flush=True)
+        name = signal.Signals(signum).name
+        if len(received) > 1:
+            print(f"\ncrawler: {name} again: stopping at once, what is in flight abandoned (the next run "
+                  "reads it again)", file=sys.stderr, flush=True)
+        else:
+            print(f"\ncrawler: {name}: stopping (committing what is in flight; send it again to abandon it)",
+                  file=sys.stderr, flush=True)
 
     def early(signum: int, _frame: object) -> None:
         received.append(signum)
@@ -575,7 +585,8 @@ def _finish(outcome: object, signalled: int | None, log_format: str = "text") ->
     """The run's last word (see `logs.print_outcome`) and its exit code."""
     figures = getattr(outcome, "figures", {})
     if signalled is not None:
-        message = outcome.message if outcome is not None else "stopped"  # type: ignore[attr-defined]
+        message = (outcome.message if outcome is not None  # type: ignore[attr-defined]
+                   else "stopped at once; what was committed is kept: run the same command again to resume")
         print_outcome(signalled, message, figures, log_format)
         return signalled
     assert outcome is not None

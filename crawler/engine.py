@@ -44,7 +44,7 @@ from crawler.decode import BadPage, ParsedPage, ParsedWork
 from crawler.errors import CrawlerError, DiskError
 from crawler.events import render, utc_now
 from crawler.memory import map_big_blocks
-from crawler.output import Output
+from crawler.output import Output, refuse_taken
 from crawler.progress import Progress
 from crawler.select import Rendered, problem_subjects, select_new
 from crawler.sink import Sink, crash_point
@@ -385,6 +385,8 @@ def open_session(config: Config, stop: asyncio.Event | None = None) -> tuple[aio
 
 @contextlib.asynccontextmanager
 async def opened(config: Config, stop: asyncio.Event | None = None) -> AsyncIterator[tuple[Store, ApiClient]]:
+    if not config.state.exists():  # a refused output folder makes no state file either
+        refuse_taken(output_dir(config, {}), None, config.state)
     store = await Store.open(config.state)
     try:
         session, client = open_session(config, stop)

@@ -31,3 +31,8 @@ def duration(seconds: float | None) -> str:
 def per_hour(count: int, seconds: float) -> float:
     """`count` over `seconds`, per hour (0 for a run of no length)."""
     return count * 3600 / seconds if seconds > 0 else 0.0
+
+
+def few(paths: list[str], most: int = 3) -> str:
+    """A few paths by name, and how many more: 'a, b, c and 4 more files'."""
+    return ", ".join(paths[:most]) + (f" and {counted(len(paths) - most, 'more file')}" if len(paths) > most else "")

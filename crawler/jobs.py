@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -21,7 +22,7 @@ from crawler.engine import Crawl, opened, output_dir, started_crawl
 from crawler.errors import CrawlerError, StateError
 from crawler.events import utc_now
 from crawler.output import Output, claim
-from crawler.figures import counted, duration
+from crawler.figures import counted, duration, few
 from crawler.progress import report_progress
 from crawler.sources.deferred import fetch_again
 from crawler.sources.plan import Planner
@@ -180,6 +181,12 @@ async def backfill(config: Config, stop: asyncio.Event, *, plan: bool = False) -
     async with opened(config, stop) as (store, client):
         meta = await store.meta()
         _check_setting(store, meta, "backfill_filter", config.scope, "backfill scoped to")
+        if "backfill_from" not in meta and not config.date_from and meta.get("snapshot_started_at") \
+                and not meta.get("snapshot_finished_at"):  # `--snapshot` left out of a rerun, most likely
+            paths = " ".join(json.loads(meta.get("snapshot_paths", "[]")))
+            raise StateError(f"{store.path} holds a snapshot backfill that has not finished: give "
+                             f"`--snapshot {paths}` to go on with it (an API backfill of every work into this "
+                             "state takes days; give --from to crawl a range through the API all the same)")
         if "backfill_from" in meta:
             start, until = date.fromisoformat(meta["backfill_from"]), date.fromisoformat(meta["backfill_until"])
             wanted = (config.date_from or start, config.date_until or until)
@@ -251,7 +258,7 @@ async def update(config: Config, stop: asyncio.Event, since: date | None = None)
             mark = meta.get("update_mark") or first_mark(meta)
             if since is None and not mark and meta.get("snapshot_started_at") and not meta.get("snapshot_finished_at"):
                 left = json.loads(meta.get("snapshot_unfinished") or "[]")
-                what = (f"units of {_listed(left)} are not finished" if left else
+                what = (f"units of {few(left)} are not finished" if left else
                         "the snapshot backfill has not finished (it was stopped, or units had problems)")
                 raise StateError(f"{store.path} has no high-water mark: {what}; run `backfill --snapshot` with its "
                                  "paths to its end first, or give --since YYYY-MM-DD")
@@ -333,25 +340,24 @@ async def backfill_snapshot(config: Config, stop: asyncio.Event, paths: list[Pat
             settings["snapshot_unfinished"] = json.dumps(tally.left) if tally.left else None
         await store.set_meta(settings)
     whole = not (stop.is_set() or tally.failed or tally.left)  # else the currency of what was read so far
-    figures = (f"{tally.records:,} records this run ({records:,} in all), {crawl.progress.events:,} new events; "
+    figures = (f"{counted(tally.records, 'record')} this run ({records:,} in all), "
+               f"{counted(crawl.progress.events, 'new event')}; "
                f"currency {'' if whole else 'so far '}{tally.currency or 'unknown'}")
     if stop.is_set():
         return Outcome(130, f"stopped cleanly after {figures}; run the same command again to resume")
     if tally.left:
-        return Outcome(1, f"snapshot not finished: units of {_listed(tally.left)} from an earlier run are not "
-                          f"finished ({figures}); give {'that path' if len(tally.left) == 1 else 'those paths'} "
-                          "to --snapshot again to finish them")
+        missing = [path for path in tally.left if not os.path.exists(path)]
+        return Outcome(1, f"snapshot not finished: units of {few(tally.left)} from an earlier run are not "
+                          f"finished or had problems ({figures}); give "
+                          f"{'that path' if len(tally.left) == 1 else 'those paths'} to --snapshot again to finish them"
+                          + (f". {few(missing)} {'is' if len(missing) == 1 else 'are'} no longer there: a file "
+                             "moved is followed by its name, size and modification time when its new path is given; "
+                             "else `crawler update --since DATE` starts updates without it" if missing else ""))
     if tally.failed:
         return Outcome(1, f"snapshot read but for {counted(tally.problems, 'problem')} in {counted(len(tally.failed), 'unit')}, "
-                          f"reported above and in `crawler status` ({figures}); run the same command again "
-                          "to read those units again")
+                          f"reported above and in `crawler status` ({figures}); replace or download again the "
+                          "files named, then run the same command again: only the units with problems are read again")
     return Outcome(0, f"snapshot backfill complete: {figures}; output in {output.path}")
-
-
-def _listed(paths: list[str], most: int = 3) -> str:
-    """A few paths by name, and how many more."""
-    more = f" and {counted(len(paths) - most, 'more file')}" if len(paths) > most else ""
-    return ", ".join(paths[:most]) + more
 
 
 async def ingest_xml(config: Config, stop: asyncio.Event, paths: list[Path]) -> Outcome:

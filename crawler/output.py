@@ -24,18 +24,13 @@ class Output:
     path: Path
 
 
-def claim(path: Path, state_id: str, state_path: Path) -> Output:
-    """Create (if needed) and claim `path` for the state file `state_id`, or refuse."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OutputError(f"cannot create the output directory {path}: a file of that name is in the way") from None
-    except OSError as exc:
-        raise OutputError(f"cannot create the output directory {path}: {exc.strerror}") from None
+def refuse_taken(path: Path, state_id: str | None, state_path: Path) -> bool:
+    """Refuse `path` if another state file claims it (`state_id` None: a state file not made yet,
+    so any claim is another's) or it holds event files nobody claims; True if it is this one's."""
     marker = path / MARKER
     try:
         owner = json.loads(marker.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         owner = None
     except (OSError, ValueError) as exc:
         raise StateError(f"{marker} cannot be read ({exc}); is {path} this crawler's output directory?") from None
@@ -45,13 +40,27 @@ def claim(path: Path, state_id: str, state_path: Path) -> Output:
                 f"{path} holds the events of another state file ({owner.get('state', '?')}); "
                 f"give {state_path} an output directory of its own with --out"
             )
-        return Output(path)
-    strays = sorted(p.name for p in path.iterdir() if p.name.startswith("events-"))
+        return True
+    strays = sorted(p.name for p in path.iterdir() if p.name.startswith("events-")) if path.is_dir() else []
     if strays:
         raise StateError(
             f"{path} already holds event files no state file claims ({strays[0]}, ...); "
             "give an empty or new directory with --out"
         )
+    return False
+
+
+def claim(path: Path, state_id: str, state_path: Path) -> Output:
+    """Create (if needed) and claim `path` for the state file `state_id`, or refuse."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"cannot create the output directory {path}: a file of that name is in the way") from None
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory {path}: {exc.strerror}") from None
+    if refuse_taken(path, state_id, state_path):
+        return Output(path)  # this state file's own
+    marker = path / MARKER
     temporary = path / f"{MARKER}.tmp"
     try:
         temporary.write_text(json.dumps({"state_id": state_id, "state": str(state_path.resolve())}) + "\n",

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from crawler.figures import counted, duration, per_hour
+from crawler.figures import counted, duration, few, per_hour
 from crawler.store import RUN, RUN_COUNTERS, WINDOW_STATUSES, Store, crawler_running
 
 BREAKDOWNS = ("relation", "agency", "subject-prefix")  # counter families written per new event
@@ -209,12 +209,12 @@ def status_table(report: dict[str, Any]) -> Table:
         finished = snapshot["finished_at"]
         table.add_row("snapshot", ", ".join(snapshot["paths"]) + f"; started {snapshot['started_at']}, "
                       + (f"finished {finished}" if finished else "[yellow]not finished[/]")
-                      + (f" (units of {', '.join(snapshot['unfinished'])} are not finished: give "
+                      + (f" (units of {few(snapshot['unfinished'], 5)} are not finished: give "
                          "those paths to the backfill again)" if snapshot["unfinished"] else ""))
         table.add_row("snapshot read", f"{snapshot['records']:,} records; units {snapshot['units_done']:,} done"
                       + (f", {snapshot['units_unfinished']:,} not finished" if snapshot["units_unfinished"] else "")
                       + (f", [red]{snapshot['units_failed']:,} failed[/] ({counted(snapshot['problems'], 'problem')}; "
-                         "run the same backfill again to read them again)" if snapshot["units_failed"] else "")
+                         "replace or download again the files named, then run the same backfill: only those units are read again)" if snapshot["units_failed"] else "")
                       + f"; currency {snapshot['currency'] or 'unknown'}")
         for failed in snapshot["failed_units"]:
             table.add_row("[red]failed unit[/]", f"{failed['unit']}: {failed['problem']}")

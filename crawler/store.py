@@ -560,6 +560,11 @@ class Store:
         async with self.transaction() as db:
             await db.executemany("INSERT OR IGNORE INTO units (key, stamp) VALUES (?, ?)", rows)
 
+    async def rename_units(self, renames: list[tuple[str, str]]) -> None:
+        """(old key, new key): the same units, their file now elsewhere."""
+        async with self.transaction() as db:
+            await db.executemany("UPDATE units SET key = ? WHERE key = ?", [(new, old) for old, new in renames])
+
     async def forget_units(self, keys: list[str]) -> None:
         """Drop these units' rows: they are read again from their start, their problems anew."""
         async with self.transaction() as db:

@@ -156,7 +156,7 @@ def end_to_end(snapshot: Path, parsers: int | None, ra_url: str) -> tuple[float,
         out, err = proc.communicate()
         if proc.returncode:
             raise SystemExit(f"the backfill failed: {err}")
-        records = int(re.search(r"([\d,]+) records this run", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+        records = int(re.search(r"([\d,]+) records? this run", out).group(1).replace(",", ""))  # type: ignore[union-attr]
         return seconds, records, sum(cpu.values()), cpu.get(proc.pid, 0.0), peak
 
 

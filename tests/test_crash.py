@@ -123,6 +123,31 @@ def test_signal_stops_cleanly_and_resumes(slow_sim, tmp_path, sig, code):
     assert not repeated and keys == slow_sim.corpus.expected
 
 
+def test_a_second_ctrl_c_stops_at_once_and_says_how_to_resume(slow_sim, tmp_path):
+    """The second signal abandons the pages in flight (a clean stop waits ~0.4 s for them here):
+    it says so, the run ends with how to resume, and the rerun loses and repeats nothing."""
+    args = crawler_args(slow_sim.url, tmp_path)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_pages(tmp_path / "state.sqlite3", 2)
+    proc.send_signal(signal.SIGINT)
+    first = ""
+    while "stopping (committing" not in first:  # the first one handled (two at once are one signal)
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        assert line, f"the run ended before it announced the stop: {first}"
+        first += line
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=30)
+    err = first + rest
+    assert proc.returncode == 130, err
+    assert err.count("SIGINT: stopping (committing what is in flight") == 1, err
+    assert "SIGINT again: stopping at once, what is in flight abandoned" in err, err
+    assert "Traceback" not in err and err.rstrip().endswith("run the same command again to resume"), err
+    done = run_crawler(args)
+    assert done.returncode == 0, done.stderr
+    keys, repeated = output_keys(tmp_path / "events")
+    assert not repeated and keys == slow_sim.corpus.expected
+
+
 @pytest.mark.parametrize("sig, code, after", [(signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 1),
                                               (signal.SIGINT, 130, 12)])
 def test_a_stop_while_the_api_fails_ends_the_run_at_once(small_corpus, tmp_path, sig, code, after):

@@ -385,6 +385,9 @@ def test_a_truncated_tar_is_reported_and_what_is_whole_is_read(tmp_path, works):
     assert any(w.startswith("member 2.json.gz") for w in wheres)  # the member's data ends early
     assert any("truncated" in p.message for p in problems)
     assert all(p.path == str(cut) for p in problems)
+    # the listing names where the file ends, not where the next header would have been
+    assert f"byte {cut.stat().st_size}" in wheres, wheres
+    assert "the tar ends inside member 2.json.gz" in problems[wheres.index(f"byte {cut.stat().st_size}")].message
     # cut right after a whole member (no end-of-archive blocks): listing reports it
     end = units[1].offset + -(-units[1].length // 512) * 512
     cut.write_bytes(data[:end])

@@ -32,6 +32,7 @@ from crawler.jobs import backfill, backfill_snapshot, update
 from crawler.simulator.app import Faults, Outage, Simulator, SimulatorThread
 from crawler.simulator.corpus import Corpus, generate
 from crawler.simulator.snapshot import FORMATS, write_snapshot
+from crawler.sources.snapshots import PROBLEMS_SHOWN
 from crawler.status import status_report
 from tests.conftest import ROOT, child_pids, crawler_config, fast_sim_config, output_keys, stop_once_logged
 
@@ -88,8 +89,18 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+async def _stopped_after(config, paths: list[Path], records: int):  # type: ignore[no-untyped-def]
+    """`backfill_snapshot` of `paths` stopped (as by Ctrl-C) once `records` are committed."""
+    stop = asyncio.Event()
+    run = asyncio.create_task(backfill_snapshot(config, stop, paths))
+    while not run.done() and sum(r for r, *_ in _units(config.state).values()) < records:
+        await asyncio.sleep(0.01)
+    stop.set()
+    return await run
+
+
 def _records_this_run(message: str) -> int:
-    return int(re.search(r"([\d,]+) records this run", message).group(1).replace(",", ""))
+    return int(re.search(r"([\d,]+) records? this run", message).group(1).replace(",", ""))
 
 
 @pytest.fixture(scope="module")
@@ -548,13 +559,8 @@ async def test_a_snapshot_copied_over_the_same_path_is_read_again_whole(tmp_path
     bigger = write_snapshot(second.works, tmp_path / "b", "tar-json-gz", records_per_file=200)[0]
     async with Simulator(first, fast_sim_config()) as sim:
         config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=10, parsers=2)
-        stop = asyncio.Event()
-        run = asyncio.create_task(backfill_snapshot(config, stop, [path]))
-        while stopped and not run.done() and sum(r for r, *_ in _units(config.state).values()) < 300:
-            await asyncio.sleep(0.01)
-        if stopped:
-            stop.set()
-        outcome = await run
+        outcome = await (_stopped_after(config, [path], 300) if stopped
+                         else backfill_snapshot(config, asyncio.Event(), [path]))
         assert outcome.code == (130 if stopped else 0), outcome.message
         rows = _units(config.state)
         if stopped:
@@ -588,12 +594,7 @@ async def test_a_rerun_without_a_path_an_earlier_run_never_reached_is_not_finish
     small = write_snapshot(corpus.works[800:], tmp_path / "small", "jsonl")[0]
     async with Simulator(corpus, fast_sim_config()) as sim:
         config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=20, parsers=1)
-        stop = asyncio.Event()
-        run = asyncio.create_task(backfill_snapshot(config, stop, [big, small]))
-        while not run.done() and sum(r for r, *_ in _units(config.state).values()) < 100:
-            await asyncio.sleep(0.01)
-        stop.set()
-        stopped = await run
+        stopped = await _stopped_after(config, [big, small], 100)
         assert stopped.code == 130 and "; currency so far " in stopped.message, stopped.message
         assert not any(str(small) in key and records for key, (records, *_) in _units(config.state).items()), \
             "small was reached"
@@ -623,12 +624,7 @@ async def test_a_rerun_given_part_of_a_folder_half_reached_is_not_finished(tmp_p
     other = write_snapshot(corpus.works[1000:], tmp_path / "other", "jsonl")[0]
     async with Simulator(corpus, fast_sim_config()) as sim:
         config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=20, parsers=1)
-        stop = asyncio.Event()
-        run = asyncio.create_task(backfill_snapshot(config, stop, [tmp_path / "dir"]))
-        while not run.done() and sum(r for r, *_ in _units(config.state).values()) < 60:
-            await asyncio.sleep(0.01)
-        stop.set()
-        assert (await run).code == 130
+        assert (await _stopped_after(config, [tmp_path / "dir"], 60)).code == 130
         read = {key for key, (records, *_) in _units(config.state).items() if records}
         assert read and not any(str(files[-1]) in key for key in read), "the last file was reached"
 
@@ -643,6 +639,85 @@ async def test_a_rerun_given_part_of_a_folder_half_reached_is_not_finished(tmp_p
 
         whole = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "dir", other])
         assert whole.code == 0, whole.message
+    keys, repeated = output_keys(config.out)
+    assert not repeated and keys == corpus.expected
+
+
+async def test_a_unit_that_failed_in_an_earlier_run_keeps_the_snapshot_unfinished(tmp_path):
+    """A corrupt file read (and failed) by one run, then a run given only another path: the
+    corrupt file's records are still unread, so no currency hands over and update refuses."""
+    corpus = generate(600, seed=77)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "1.jsonl.gz").write_bytes(_corrupt(igzip.compress(_jsonl(corpus.works[:400]))))
+    good = write_snapshot(corpus.works[400:], tmp_path / "good", "jsonl")[0]
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=50, parsers=1)
+        first = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "bad"])
+        assert first.code == 1 and "replace or download again the files named" in first.message, first.message
+        other = await backfill_snapshot(config, asyncio.Event(), [good])
+    assert other.code == 1, other.message
+    assert f"units of {tmp_path / 'bad' / '1.jsonl.gz'} from an earlier run are not finished or had problems" \
+        in other.message
+    assert "snapshot_finished_at" not in _meta(config.state)
+    with pytest.raises(StateError, match="are not finished"):
+        await update(crawler_config("http://127.0.0.1:9", tmp_path), asyncio.Event())
+
+
+async def test_a_snapshot_folder_moved_between_runs_is_read_on_where_it_is(tmp_path):
+    """Stopped, then the folder renamed (`mv` keeps names, sizes and modification times): the
+    rerun given the new path resumes each file's rows there; nothing is left or read twice. A file
+    deleted instead is named as no longer there."""
+    corpus = generate(1000, seed=78)
+    write_snapshot(corpus.works, tmp_path / "snap", "dir-jsonl-gz", records_per_file=100)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=20, parsers=1)
+        assert (await _stopped_after(config, [tmp_path / "snap"], 250)).code == 130
+        before = sum(r for r, *_ in _units(config.state).values())
+        (tmp_path / "snap").rename(tmp_path / "moved")
+        again = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "moved"])
+        assert again.code == 0, again.message
+        assert _records_this_run(again.message) == len(corpus.works) - before
+    keys, repeated = output_keys(config.out)
+    assert not repeated and keys == corpus.expected
+    rows = _units(config.state)
+    assert len(rows) == 10 and all(str(tmp_path / "moved") in key for key in rows)
+    assert sum(r for r, *_ in rows.values()) == int(_meta(config.state)["snapshot_records"]) == len(corpus.works)
+
+
+async def test_a_file_of_an_unfinished_snapshot_deleted_is_named_as_gone(tmp_path):
+    corpus = generate(400, seed=79)
+    big = write_snapshot(corpus.works[:300], tmp_path / "big", "tar-json-gz", records_per_file=100)[0]
+    small = write_snapshot(corpus.works[300:], tmp_path / "small", "jsonl")[0]
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=20, parsers=1)
+        assert (await _stopped_after(config, [big, small], 40)).code == 130
+        # `--snapshot` left out of the rerun: no API backfill of everything starts instead
+        with pytest.raises(StateError, match=f"has not finished: give `--snapshot {re.escape(str(big))} "):
+            await backfill(config, asyncio.Event())
+        assert "backfill_from" not in _meta(config.state)
+        big.unlink()
+        alone = await backfill_snapshot(config, asyncio.Event(), [small])
+    assert alone.code == 1
+    assert f"{big} is no longer there" in alone.message and "update --since" in alone.message, alone.message
+
+
+async def test_a_damaged_stretch_is_counted_whole_but_logged_in_part(tmp_path, caplog):
+    """A damaged stretch of a file is a problem per line: the first ones are logged, then one
+    line says how many more; every one is counted."""
+    caplog.set_level(logging.WARNING)
+    corpus = generate(200, seed=80)
+    lines = _jsonl(corpus.works).split(b"\n")
+    damaged = b"\n".join(lines[:50] + [b"{garbage %d" % i for i in range(45)] + lines[50:])
+    (tmp_path / "snap").mkdir()
+    (tmp_path / "snap" / "works.jsonl").write_bytes(damaged)
+    async with Simulator(corpus, fast_sim_config()) as sim:
+        config = crawler_config("http://127.0.0.1:9", tmp_path, ra_url=f"{sim.url}/ra", rows=10, parsers=1)
+        outcome = await backfill_snapshot(config, asyncio.Event(), [tmp_path / "snap"])
+    assert outcome.code == 1 and "45 problems in 1 unit" in outcome.message, outcome.message
+    shown = [r.getMessage() for r in caplog.records if "not JSON" in r.getMessage()]
+    assert len(shown) == PROBLEMS_SHOWN
+    assert any(f"{45 - PROBLEMS_SHOWN} more problems in" in r.getMessage() for r in caplog.records)
+    assert (await status_report(config.state))["snapshot"]["problems"] == 45
     keys, repeated = output_keys(config.out)
     assert not repeated and keys == corpus.expected
 
@@ -721,11 +796,11 @@ def test_progress_moves_within_a_unit_and_a_resume_point_is_not_read_speed():
     plus = Unit("all.json.tar.gz", "all.json.tar.gz", None, 0, 10_000, TAR_STREAM, sequential=True)
     resumed = Unit("b.jsonl", "b.jsonl", None, 0, 4_000, "file")
     tally = Tally(units=2, total_bytes=14_000)
-    assert tally.line().endswith("ETA ?")
+    assert tally.line().endswith("ETA unknown")
     tally.read(plus, 2_500, resumed=False)
     tally.read(resumed, 3_000, resumed=True)  # resumed after records committed by an earlier run
     assert tally.read_bytes == 2_500 and sum(tally.reading.values()) == 5_500
     tally.read(resumed, 4_000, resumed=True)  # its end
     tally.read(plus, 6_000, resumed=False)
     assert tally.read_bytes == 2_500 + 1_000 + 3_500 and tally.reading == {"all.json.tar.gz": 6_000}
-    assert not tally.line().endswith("ETA ?")
+    assert not tally.line().endswith("ETA unknown")

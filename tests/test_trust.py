@@ -210,6 +210,7 @@ async def test_a_second_state_file_is_refused_an_output_directory_in_use(corpus,
     assert done.returncode == 2, done.stderr
     line = _one_line(done)
     assert line.startswith("crawler: error: ") and str(shared.resolve()) in line and str(a_state.resolve()) in line
+    assert not b_state.exists() and not list(tmp_path.glob("b.sqlite3*")), "the refused run made a state file"
     assert _tree(shared) == before, "A's output directory changed"
     assert any(name.startswith("events-") for name in before)
     _assert_exact(shared, a_links)

@@ -134,9 +134,14 @@ def _tar_units(path: str, stamp: str) -> Iterator[Unit]:
     except STREAM_ERRORS as exc:
         if last is None:
             yield _broken(path, 0, f"not a readable tar ({exc})", stamp)
+        elif end > os.path.getsize(path):
+            yield _cut_inside(path, last, stamp)
         else:
             yield _broken(path, end, f"the tar is unreadable after member {last} ({exc}): truncated? "
                                      "members after it are not read", stamp)
+        return
+    if end > os.path.getsize(path):
+        yield _cut_inside(path, last, stamp)
         return
     with open(path, "rb") as handle:
         handle.seek(end)
@@ -148,6 +153,12 @@ def _tar_units(path: str, stamp: str) -> Iterator[Unit]:
     elif block.strip(b"\0"):
         yield _broken(path, end, f"unreadable tar header at byte {end}: members from there on are not read",
                       stamp)
+
+
+def _cut_inside(path: str, member: str | None, stamp: str) -> Unit:
+    size = os.path.getsize(path)
+    return _broken(path, size, f"the tar ends inside member {member}: truncated? members after it are missing",
+                   stamp)
 
 
 def _broken(path: str, offset: int, message: str, stamp: str) -> Unit:

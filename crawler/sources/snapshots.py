@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import re
 import time
 from collections import Counter
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "snapshot:"  # the units table also holds XML files' rows
+PROBLEMS_SHOWN = 20  # logged per unit; the rest are counted
 
 
 class Parsed(NamedTuple):
@@ -148,7 +150,7 @@ class Tally:
         done = self.skipped_bytes + self.done_bytes + sum(self.reading.values())
         left = self.total_bytes - done
         byte_rate = self.read_bytes / elapsed
-        eta = duration(left / byte_rate) if byte_rate > 0 else "?"
+        eta = duration(left / byte_rate if byte_rate > 0 else None)
         return (f"snapshot: {self.skipped_units + self.done_units:,}/{self.units:,} units, "
                 f"{done / 1e9:,.2f}/{self.total_bytes / 1e9:,.2f} GB done; {self.records:,} records this run, "
                 f"{rate:,.0f} records/s; {counted(self.problems, 'problem')}; ETA {eta}")
@@ -165,6 +167,13 @@ async def ingest(crawl: Crawl, units: list[Unit], lanes: int) -> Tally:
     todo: list[tuple[Unit, int, int]] = []  # unit, records committed, problems counted
     listed = {u.key for u in units}
     files = {u.path: u.stamp for u in units}
+    moved = _moved(done, stamps, units)
+    if moved:
+        for old, new in sorted(moved.items()):
+            log.info("%s is read on as %s (moved: the same name, size and modification time)", old, new)
+        await crawl.store.rename_units([(KEY_PREFIX + old, KEY_PREFIX + new) for old, new in moved.items()])
+        done = {moved.get(key, key): row for key, row in done.items()}
+        stamps = {moved.get(key, key): stamp for key, stamp in stamps.items()}
     # Rows of a file that changed since they were written (a stamp recorded and another now) are
     # of another file: its units are read again from their start.
     changed = {path for key, stamp in stamps.items()
@@ -179,8 +188,8 @@ async def ingest(crawl: Crawl, units: list[Unit], lanes: int) -> Tally:
               or ((failed or not finished) and key not in listed and _file_of(key) in files)}
     await crawl.store.forget_units([KEY_PREFIX + key for key in sorted(forget)])
     done = {key: row for key, row in done.items() if key not in forget}
-    tally.left = sorted({_file_of(key) for key, (_, _, finished, _) in done.items()
-                         if not finished and key not in listed})
+    tally.left = sorted({_file_of(key) for key, (_, _, finished, failed) in done.items()
+                         if (failed or not finished) and key not in listed})
     # Every unit listed has its row from now on, read or not: a rerun not given its file knows
     # that file's records are still to read (a folder half reached, a path never reached).
     await crawl.store.list_units([(KEY_PREFIX + unit.key, unit.stamp) for unit in units if unit.key not in done])
@@ -202,6 +211,26 @@ async def ingest(crawl: Crawl, units: list[Unit], lanes: int) -> Tally:
         await asyncio.gather(reporter, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(pool.shutdown) for pool in pools))
     return tally
+
+
+def _moved(rows: dict[str, object], stamps: dict[str, str], units: list[Unit]) -> dict[str, str]:
+    """Unit keys of files no longer there -> the keys of the same units in a file listed now with
+    the same name and stamp (a snapshot folder moved or renamed: `mv` keeps size and mtime)."""
+    listed = {u.key for u in units}
+    gone = [key for key in rows if key not in listed and not os.path.exists(_file_of(key))]
+    if not gone:
+        return {}
+    found: dict[tuple[str, str, str], str | None] = {}
+    for unit in units:
+        place = (os.path.basename(unit.path), unit.key[len(unit.path):], unit.stamp)
+        found[place] = None if place in found else unit.key  # a name and stamp met twice: neither
+    moved = {}
+    for key in gone:
+        file = _file_of(key)
+        new = found.get((os.path.basename(file), key[len(file):], stamps.get(key, "")))
+        if new is not None and new not in rows:
+            moved[key] = new
+    return moved
 
 
 def _file_of(key: str) -> str:
@@ -268,8 +297,12 @@ async def _commit(crawl: Crawl, lane: ParserPool, unit: Unit, got: Parsed, ticke
                   after: asyncio.Task[None] | None) -> None:
     """The batch selected and rendered in its lane's process once the batch before it is
     committed (waiting before its subjects are claimed: a record in both waits in order)."""
-    for problem in got.problems:
+    before = problems - len(got.problems)  # the unit's problems before this batch
+    for problem in got.problems[:max(PROBLEMS_SHOWN - before, 0)]:
         log.warning("%s: %s: %s", problem.path, problem.where, problem.message)
+    if got.end and problems > PROBLEMS_SHOWN:  # a damaged stretch of a file is one line per record
+        log.warning("%s: %s in %s not shown (all are counted)", unit.path,
+                    counted(problems - PROBLEMS_SHOWN, "more problem"), unit.key)
     failed = got.end and problems > 0
     last = got.problems[-1] if got.problems else None
     progress = UnitProgress(KEY_PREFIX + unit.key, records, len(got.problems), got.end, failed,
