@@ -32,7 +32,7 @@ FROM = ["--from", "2000-01-01"]
 @pytest.fixture(scope="module")
 def sim():
     """A simulator slow enough (0.15 s a request) that a backfill of 800 works gives several
-    progress lines at --progress 0.3."""
+    progress lines at --progress 0.1."""
     simulator = SimulatorThread(generate(800, seed=21), fast_sim_config(latency_s=0.15))
     simulator.start()
     yield simulator
@@ -144,7 +144,7 @@ def _progress_args(sim, tmp: Path, *extra: str) -> list[str]:  # type: ignore[no
 
 
 def test_json_progress_carries_figures_that_make_sense(sim, tmp_path):
-    done = run_crawler([*_progress_args(sim, tmp_path), "--progress", "0.3", "--log-format", "json"])
+    done = run_crawler([*_progress_args(sim, tmp_path), "--progress", "0.1", "--log-format", "json"])
     assert done.returncode == 0, done.stderr
     entries = [json.loads(line) for line in _lines(done.stderr)]
     progress = [e for e in entries if "works_per_s" in e]
@@ -172,7 +172,7 @@ def test_json_progress_carries_figures_that_make_sense(sim, tmp_path):
 
 
 def test_plain_progress_never_reads_zero_speed_after_work_or_eta_zero_before_the_end(sim, tmp_path):
-    done = run_crawler([*_progress_args(sim, tmp_path), "--progress", "0.3"])
+    done = run_crawler([*_progress_args(sim, tmp_path), "--progress", "0.1"])
     assert done.returncode == 0, done.stderr
     pattern = re.compile(r"windows (\d+)/(\d+) done .*?, ([\d,]+) works, [\d,]+ events; ([\d.]+) pages/s, ([\d,]+) works/s "
                          r"recent .*; ETA ([^;]+);")

@@ -301,8 +301,7 @@ async def _commit(crawl: Crawl, lane: ParserPool, unit: Unit, got: Parsed, ticke
     for problem in got.problems[:max(PROBLEMS_SHOWN - before, 0)]:
         log.warning("%s: %s: %s", problem.path, problem.where, problem.message)
     if got.end and problems > PROBLEMS_SHOWN:  # a damaged stretch of a file is one line per record
-        log.warning("%s: %s in %s not shown (all are counted)", unit.path,
-                    counted(problems - PROBLEMS_SHOWN, "more problem"), unit.key)
+        log.warning("%s: %s not shown (all are counted)", unit.key, counted(problems - PROBLEMS_SHOWN, "more problem"))
     failed = got.end and problems > 0
     last = got.problems[-1] if got.problems else None
     progress = UnitProgress(KEY_PREFIX + unit.key, records, len(got.problems), got.end, failed,
