@@ -684,6 +684,26 @@ async def test_a_snapshot_folder_moved_between_runs_is_read_on_where_it_is(tmp_p
     assert sum(r for r, *_ in rows.values()) == int(_meta(config.state)["snapshot_records"]) == len(corpus.works)
 
 
+def test_a_moved_file_is_followed_only_when_nothing_else_is_alike(tmp_path):
+    """Rows follow a file gone to one listed now with its name, member and stamp; two gone
+    copies alike would both claim it (a key taken twice): neither is followed."""
+    from crawler.snapshot import Unit
+    from crawler.sources.snapshots import _moved
+
+    new = str(tmp_path / "new" / "s.tar")
+    units = [Unit(f"{new}::0.json.gz", new, "0.json.gz", 512, 10, "member", stamp="99:1"),
+             Unit(f"{new}::1.json.gz", new, "1.json.gz", 1024, 10, "member", stamp="99:1")]
+    gone = {str(tmp_path / d / "s.tar") + "::0.json.gz": (5, 0, False, False) for d in ("a", "b")}
+    stamps = dict.fromkeys(gone, "99:1")
+    one = dict(list(gone.items())[:1])
+    assert _moved(one, stamps, units) == {next(iter(one)): f"{new}::0.json.gz"}
+    assert _moved(gone, stamps, units) == {}
+    assert _moved(one, dict.fromkeys(one, "99:2"), units) == {}, "another size or mtime: another file"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "s.tar").write_bytes(b"")
+    assert _moved(one, stamps, units) == {}, "a file still there is not gone"
+
+
 async def test_a_file_of_an_unfinished_snapshot_deleted_is_named_as_gone(tmp_path):
     corpus = generate(400, seed=79)
     big = write_snapshot(corpus.works[:300], tmp_path / "big", "tar-json-gz", records_per_file=100)[0]

@@ -230,7 +230,8 @@ def _moved(rows: dict[str, object], stamps: dict[str, str], units: list[Unit]) -
         new = found.get((os.path.basename(file), key[len(file):], stamps.get(key, "")))
         if new is not None and new not in rows:
             moved[key] = new
-    return moved
+    targets = Counter(moved.values())  # two gone files alike (copies): neither is followed
+    return {old: new for old, new in moved.items() if targets[new] == 1}
 
 
 def _file_of(key: str) -> str:
