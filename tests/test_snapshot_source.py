@@ -693,15 +693,16 @@ def test_a_moved_file_is_followed_only_when_nothing_else_is_alike(tmp_path):
     new = str(tmp_path / "new" / "s.tar")
     units = [Unit(f"{new}::0.json.gz", new, "0.json.gz", 512, 10, "member", stamp="99:1"),
              Unit(f"{new}::1.json.gz", new, "1.json.gz", 1024, 10, "member", stamp="99:1")]
+    listed = {unit.key for unit in units}
     gone = {str(tmp_path / d / "s.tar") + "::0.json.gz": (5, 0, False, False) for d in ("a", "b")}
     stamps = dict.fromkeys(gone, "99:1")
     one = dict(list(gone.items())[:1])
-    assert _moved(one, stamps, units) == {next(iter(one)): f"{new}::0.json.gz"}
-    assert _moved(gone, stamps, units) == {}
-    assert _moved(one, dict.fromkeys(one, "99:2"), units) == {}, "another size or mtime: another file"
+    assert _moved(one, stamps, units, listed) == {next(iter(one)): f"{new}::0.json.gz"}
+    assert _moved(gone, stamps, units, listed) == {}
+    assert _moved(one, dict.fromkeys(one, "99:2"), units, listed) == {}, "another size or mtime: another file"
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "s.tar").write_bytes(b"")
-    assert _moved(one, stamps, units) == {}, "a file still there is not gone"
+    assert _moved(one, stamps, units, listed) == {}, "a file still there is not gone"
 
 
 async def test_a_file_of_an_unfinished_snapshot_deleted_is_named_as_gone(tmp_path):

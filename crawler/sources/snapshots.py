@@ -167,7 +167,7 @@ async def ingest(crawl: Crawl, units: list[Unit], lanes: int) -> Tally:
     todo: list[tuple[Unit, int, int]] = []  # unit, records committed, problems counted
     listed = {u.key for u in units}
     files = {u.path: u.stamp for u in units}
-    moved = _moved(done, stamps, units)
+    moved = _moved(done, stamps, units, listed)
     if moved:
         for old, new in sorted(moved.items()):
             log.info("%s is read on as %s (moved: the same name, size and modification time)", old, new)
@@ -213,10 +213,10 @@ async def ingest(crawl: Crawl, units: list[Unit], lanes: int) -> Tally:
     return tally
 
 
-def _moved(rows: dict[str, object], stamps: dict[str, str], units: list[Unit]) -> dict[str, str]:
+def _moved(rows: dict[str, object], stamps: dict[str, str], units: list[Unit], listed: set[str]) -> dict[str, str]:
     """Unit keys of files no longer there -> the keys of the same units in a file listed now with
-    the same name and stamp (a snapshot folder moved or renamed: `mv` keeps size and mtime)."""
-    listed = {u.key for u in units}
+    the same name and stamp (a snapshot folder moved or renamed: `mv` keeps size and mtime).
+    `listed`: the keys of `units`."""
     gone = [key for key in rows if key not in listed and not os.path.exists(_file_of(key))]
     if not gone:
         return {}
